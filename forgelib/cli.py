@@ -1,0 +1,164 @@
+"""`forge`: the command line of Forge. Every command wraps the same entry point a DVC stage calls.
+
+Bad input (a params key out of range, a missing model directory, a tokenizer that does not fit)
+prints ``error: ...`` naming what is wrong and where, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from forgelib.errors import EXIT_BAD_INPUT, ForgeError
+
+app = typer.Typer(
+    help="Forge builds language models the way make builds programs: evolve, train, specialize, compress "
+    "as a DVC pipeline (dvc.yaml + params.yaml).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _run(fn, *args, **kwargs):
+    """Call an entry point; a ForgeError becomes a clear message and exit code 2."""
+    try:
+        return fn(*args, **kwargs)
+    except ForgeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _print_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+@app.command()
+def validate(
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="The params file to check."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Also print the stages `dvc repro` would run (dvc status)."),
+    explain: bool = typer.Option(False, "--explain", help="Print every key with its documentation and default."),
+):
+    """Check a params file against the config dataclasses; exit 2 naming the first bad key."""
+    from forgelib.config import SECTIONS, load_params
+    from forgelib.configtools import field_docs
+
+    _run(load_params, params)
+    typer.echo(f"{params}: valid ({', '.join(SECTIONS)})")
+    if explain:
+        for section, cls in SECTIONS.items():
+            for key, text, default in field_docs(cls, section + "."):
+                typer.echo(f"{key} = {json.dumps(default)}\n    {text}")
+    if dry_run:
+        if shutil.which("dvc") is None:
+            typer.echo("error: dvc is not on PATH; install the project with `make venv`", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        status = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True)
+        if status.returncode != 0:
+            typer.echo(f"error: dvc status failed: {status.stderr.strip()}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        changed = json.loads(status.stdout or "{}")
+        stages = [name.split(":")[-1] for name in changed]
+        typer.echo("stages `dvc repro` would run: " + (", ".join(stages) if stages else "none (up to date)"))
+
+
+@app.command(
+    "run-pipeline",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def run_pipeline(ctx: typer.Context):
+    """Run `dvc repro` with any extra options passed through (e.g. `forge run-pipeline -s train`)."""
+    if shutil.which("dvc") is None:
+        typer.echo("error: dvc is not on PATH; install the project with `make venv`", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    raise typer.Exit(subprocess.call(["dvc", "repro", *ctx.args]))
+
+
+@app.command()
+def tasks():
+    """List the task generators: name, family, difficulty levels, an example."""
+    import random
+
+    from forgelib.data.tasks import TASKS
+
+    for name, gen in TASKS.items():
+        prompt, answer = gen.sample(1, random.Random(0))
+        typer.echo(f"{name:12s} family={gen.family:10s} levels=1..{gen.max_level}  e.g. {prompt}{answer}")
+
+
+@app.command("test")
+def test_generation(
+    model_path: Path = typer.Option(..., "--model-path", help="An HF model directory."),
+    prompt: str = typer.Option(..., "--prompt", help="The prompt to complete."),
+    max_new_tokens: int = typer.Option(64, help="Tokens to generate."),
+    temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+):
+    """Generate from a model, streaming tokens; uses the chat template when the model has one."""
+    from forgelib.eval.generate import stream_generate
+    from forgelib.models.hf import load_model
+
+    model, tokenizer = _run(load_model, model_path)
+    for piece in stream_generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+@app.command("eval")
+def eval_command(
+    model_dir: Optional[Path] = typer.Argument(None, help="An HF model directory (or use --model-path)."),
+    model_path: Optional[Path] = typer.Option(None, "--model-path", help="Same as MODEL_DIR."),
+    benchmark: str = typer.Option("tasks", "--benchmark", help="'tasks' (the algorithmic suite) or 'humaneval'."),
+    data: Path = typer.Option(Path("data"), help="Prepared data directory (tasks benchmark)."),
+    split: str = typer.Option("test", help="train, validation or test."),
+    limit: Optional[int] = typer.Option(None, help="At most this many examples per task (problems for humaneval)."),
+    samples: Optional[Path] = typer.Option(None, "--samples", help="humaneval: score a JSONL of {task_id, completion} without a model."),
+    k: str = typer.Option("1", "--k", help="humaneval: comma list of k for pass@k."),
+    n_samples: int = typer.Option(1, "--n-samples", help="humaneval: completions per problem."),
+    temperature: float = typer.Option(0.0, help="humaneval: sampling temperature (0 = greedy)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Evaluate a model: exact match per task/family on held-out data, or HumanEval pass@k."""
+    directory = model_dir or model_path
+    if benchmark == "humaneval":
+        from forgelib.eval.humaneval_cli import run_humaneval
+
+        result = _run(run_humaneval, directory, samples=samples, ks=k, limit=limit, n_samples=n_samples, temperature=temperature)
+    elif benchmark == "tasks":
+        from forgelib.foundation.models import evaluate_dir
+
+        if directory is None:
+            typer.echo("error: pass a model directory (MODEL_DIR or --model-path)", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        result = _run(evaluate_dir, directory, data, split=split, limit=limit)
+    else:
+        typer.echo(f"error: --benchmark: unknown benchmark {benchmark!r}; valid: tasks, humaneval", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True))
+    else:
+        _print_json(result)
+
+
+@app.command()
+def prepare(
+    params: Path = typer.Option(Path("params.yaml"), help="The params file (section `prepare`)."),
+    out: Path = typer.Option(Path("data"), help="Output data directory."),
+):
+    """Generate the task datasets and the tokenizer (the `prepare` stage)."""
+    from forgelib.config import load_section
+    from forgelib.data.prepare import prepare as run_prepare
+
+    stats = _run(lambda: run_prepare(load_section("prepare", params), out))
+    _print_json(stats)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()

