@@ -26,6 +26,13 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _setup() -> None:
+    from forgelib.runtime import configure_torch
+
+    configure_torch()
+
+
 def _run(fn, *args, **kwargs):
     """Call an entry point; a ForgeError becomes a clear message and exit code 2."""
     try:
@@ -46,15 +53,15 @@ def validate(
     explain: bool = typer.Option(False, "--explain", help="Print every key with its documentation and default."),
 ):
     """Check a params file against the config dataclasses; exit 2 naming the first bad key."""
-    from forgelib.config import SECTIONS, load_params
+    from forgelib.config import SECTIONS, load_params, section_class
     from forgelib.configtools import field_docs
 
     _run(load_params, params)
     typer.echo(f"{params}: valid ({', '.join(SECTIONS)})")
     if explain:
-        for section, cls in SECTIONS.items():
-            for key, text, default in field_docs(cls, section + "."):
-                typer.echo(f"{key} = {json.dumps(default)}\n    {text}")
+        for section in SECTIONS:
+            for key, text, default in field_docs(section_class(section), section + "."):
+                typer.echo(f"{key} = {json.dumps(default, default=str)}\n    {text}")
     if dry_run:
         if shutil.which("dvc") is None:
             typer.echo("error: dvc is not on PATH; install the project with `make venv`", err=True)
@@ -132,7 +139,7 @@ def eval_command(
 
         result = _run(run_humaneval, directory, samples=samples, ks=k, limit=limit, n_samples=n_samples, temperature=temperature)
     elif benchmark == "tasks":
-        from forgelib.foundation.models import evaluate_dir
+        from forgelib.foundation.evaluation import evaluate_dir
 
         if directory is None:
             typer.echo("error: pass a model directory (MODEL_DIR or --model-path)", err=True)

@@ -187,27 +187,28 @@ class GatesConfig:
     compress: CompressGates = doc("Gates on the compressed model.", default_factory=CompressGates)
 
 
-SECTIONS: dict[str, type] = {
+SECTIONS: dict[str, type | str] = {
     "prepare": PrepareConfig,
     "base": BaseConfig,
+    "evomerge": "forgelib.merge.config:EvoMergeConfig",
+    "train": "forgelib.train.config:TrainConfig",
+    "compress": "forgelib.compress.config:CompressConfig",
     "report": ReportConfig,
     "gates": GatesConfig,
 }
+"""Section name -> its dataclass. Sections configured beside their subsystem are named by
+import path and imported on demand, so a stage that reads only ``base`` does not import (and
+does not depend on) the compression code: DVC reruns a stage only when code it runs changes."""
 
 
-def _register_subsystem_sections() -> None:
-    """Sections defined beside the code they configure."""
-    from forgelib.compress.config import CompressConfig
-    from forgelib.merge.config import EvoMergeConfig
-    from forgelib.train.config import TrainConfig
+def section_class(name: str) -> type:
+    target = SECTIONS[name]
+    if isinstance(target, str):
+        import importlib
 
-    SECTIONS.update({"evomerge": EvoMergeConfig, "train": TrainConfig, "compress": CompressConfig})
-
-
-try:
-    _register_subsystem_sections()
-except ImportError:
-    pass
+        module, cls = target.split(":")
+        return getattr(importlib.import_module(module), cls)
+    return target
 
 
 @dataclass(frozen=True)
@@ -238,14 +239,24 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def parse_params(data: dict, source: str = "params.yaml") -> Params:
+def _check_sections(data: dict, source: str) -> None:
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ForgeError(f"{source}: {unknown[0]}: unknown section; valid sections: {', '.join(SECTIONS)}")
+
+
+def parse_section(data: dict, name: str, source: str = "params.yaml"):
+    _check_sections(data, source)
     try:
-        return Params({name: from_dict(cls, data.get(name), name) for name, cls in SECTIONS.items()})
+        return from_dict(section_class(name), data.get(name), name)
     except ForgeError as exc:
         raise ForgeError(f"{source}: {exc}") from None
+
+
+def parse_params(data: dict, source: str = "params.yaml") -> Params:
+    """Validate every section (what ``forge validate`` runs)."""
+    _check_sections(data, source)
+    return Params({name: parse_section(data, name, source) for name in SECTIONS})
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -253,5 +264,5 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def load_section(name: str, path: str | Path = "params.yaml"):
-    """One validated section; the whole file is validated so a typo elsewhere is caught early."""
-    return getattr(load_params(path), name)
+    """One validated section (plus a check that every top-level section name is known)."""
+    return parse_section(read_yaml(path), name, str(path))

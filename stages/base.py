@@ -7,12 +7,12 @@ Reads params `base`; writes `metrics/base.json`:
 import argparse
 
 from forgelib.config import load_section
-from forgelib.errors import exit_on_error
-from forgelib.foundation.models import evaluate_base
+from forgelib.runtime import stage
+from forgelib.foundation.evaluation import evaluate_base
 from forgelib.io import write_json
 
 
-@exit_on_error
+@stage
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")

@@ -8,10 +8,10 @@ import argparse
 
 from forgelib.config import load_section
 from forgelib.data.prepare import prepare
-from forgelib.errors import exit_on_error
+from forgelib.runtime import stage
 
 
-@exit_on_error
+@stage
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")

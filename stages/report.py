@@ -7,11 +7,11 @@ exits 2 naming each failed gate.
 import argparse
 
 from forgelib.config import load_params
-from forgelib.errors import exit_on_error
+from forgelib.runtime import stage
 from forgelib.report import build_report
 
 
-@exit_on_error
+@stage
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")

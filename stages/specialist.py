@@ -7,11 +7,11 @@ Reads params `base`; writes `models/base/<name>/` and dvclive curves under
 import argparse
 
 from forgelib.config import load_section
-from forgelib.errors import exit_on_error
-from forgelib.foundation.models import build_specialist
+from forgelib.runtime import stage
+from forgelib.foundation.build import build_specialist
 
 
-@exit_on_error
+@stage
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name")

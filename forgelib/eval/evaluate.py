@@ -48,6 +48,43 @@ def answer_nll(model, tokenizer, rows, *, batch_size: int = 256) -> tuple[list[f
     return nll, counts
 
 
+@torch.no_grad()
+def forced_exact_match(model, tokenizer, rows, *, batch_size: int = 256) -> list[bool]:
+    """Greedy exact match computed from one teacher-forced forward pass per batch.
+
+    Greedy decoding emits ``answer <eos>`` exactly when, at every answer position, the argmax
+    given the true prefix is the true token (induction over positions: while the output matches,
+    the model sees the same prefix as under teacher forcing). So this equals
+    ``greedy_answers(...) == answer`` (up to argmax ties), at the cost of a single forward pass
+    instead of one per generated token. EvoMerge fitness uses it; reported test metrics use
+    real generation, and ``tests/eval`` checks the two agree.
+    """
+    encoded = encode_rows(tokenizer, rows)
+    hits: list[bool] = []
+    for start in range(0, len(encoded), batch_size):
+        batch = collate(encoded[start : start + batch_size], tokenizer.pad_token_id)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"][:, 1:]
+        predicted = logits[:, :-1].argmax(dim=-1)
+        mask = labels != -100
+        hits += ((predicted == labels) | ~mask).all(dim=1).tolist()
+    return hits
+
+
+def fast_mean_exact_match(model, tokenizer, tasks: dict, *, split: str = "validation", limit: int | None = None,
+                          batch_size: int = 256) -> dict:
+    """Per-task and per-family exact match and the family mean, via ``forced_exact_match``."""
+    per_task, by_family = {}, {}
+    for name, splits in tasks.items():
+        rows = splits[split]
+        rows = list(rows.select(range(min(limit, len(rows))))) if limit is not None else list(rows)
+        hits = forced_exact_match(model, tokenizer, rows, batch_size=batch_size)
+        per_task[name] = {"exact_match": sum(hits) / len(hits), "n": len(hits)}
+        by_family.setdefault(get_task(name).family, []).append(per_task[name]["exact_match"])
+    families = {fam: sum(v) / len(v) for fam, v in by_family.items()}
+    return {"tasks": per_task, "families": families, "mean": sum(families.values()) / len(families)}
+
+
 def evaluate_model(model, tokenizer, tasks: dict, *, split: str = "test", limit: int | None = None, batch_size: int = 256) -> dict:
     """Exact match per task and family, their mean, and answer perplexity on ``split``."""
     exact_match = load_metric("exact_match")

@@ -114,29 +114,3 @@ def build_specialist(name: str, cfg: BaseConfig, data_dir: str | Path, ancestor_
         "metrics": {"final_train_loss": history[-1]["loss"]},
     }
     return save_model(model, tokenizer, out_dir, card)
-
-
-def evaluate_dir(model_dir: str | Path, data_dir: str | Path, *, split: str = "test", limit: int | None = None,
-                 batch_size: int = 256) -> dict:
-    """Load a model directory and evaluate it on every task (the `forge eval` JSON)."""
-    from forgelib.eval.evaluate import evaluate_model
-
-    model, tokenizer = load_model(model_dir)
-    with torch.no_grad():
-        return evaluate_model(model, tokenizer, load_tasks(data_dir), split=split, limit=limit, batch_size=batch_size)
-
-
-def evaluate_base(cfg: BaseConfig, data_dir: str | Path, models_dir: str | Path) -> dict:
-    """``metrics/base.json``: every base model's evaluation plus the specialists' families."""
-    models_dir = Path(models_dir)
-    names = ["ancestor", *cfg.specialists]
-    results = {name: evaluate_dir(models_dir / name, data_dir, batch_size=cfg.eval_batch_size) for name in names}
-    return {
-        "models": results,
-        "specialists": {name: spec.family for name, spec in cfg.specialists.items()},
-        "ancestor_mean": results["ancestor"]["mean"],
-        "own_family": {
-            name: {"specialist": results[name]["families"][spec.family], "ancestor": results["ancestor"]["families"][spec.family]}
-            for name, spec in cfg.specialists.items()
-        },
-    }

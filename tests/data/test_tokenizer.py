@@ -1,0 +1,27 @@
+from forgelib.data.batching import IGNORE, collate, encode
+from forgelib.data.tokenizer import build_char_tokenizer
+
+
+def test_char_tokenizer_round_trip_and_special_ids(tmp_path):
+    tok = build_char_tokenizer()
+    assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
+    ids = tok("rev:abc=")["input_ids"]
+    assert ids[0] == 1 and len(ids) == 1 + len("rev:abc=")
+    assert tok.decode(ids, skip_special_tokens=True) == "rev:abc="
+    tok.save_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again("12+3=")["input_ids"] == tok("12+3=")["input_ids"]
+
+
+def test_loss_only_on_answer_and_eos():
+    tok = build_char_tokenizer()
+    ids, labels = encode(tok, "1+1=", "2")
+    assert len(ids) == len(labels) == 1 + 4 + 1 + 1
+    assert labels[:5] == [IGNORE] * 5
+    assert labels[5:] == [tok.convert_tokens_to_ids("2"), tok.eos_token_id]
+    batch = collate([(ids, labels), encode(tok, "12+13=", "25")], pad_id=0)
+    assert batch["input_ids"].shape == (2, 10)
+    assert batch["attention_mask"][0].tolist() == [1] * 7 + [0, 0, 0]
+    assert batch["labels"][0, 7:].tolist() == [IGNORE] * 3
