@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny prepared task suite and a tiny model trained on it for a few seconds."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from forgelib.config import PrepareConfig
+from forgelib.data.batching import encode_rows
+from forgelib.data.prepare import prepare
+from forgelib.data.tasks import load_tasks
+from forgelib.models.build import build_llama, llama_config
+from forgelib.models.hf import load_tokenizer, save_model
+from forgelib.train.sft import SFTSettings, train_sft
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """copy + reverse at level 1: learnable in a few hundred steps by a 1-layer model."""
+    out = tmp_path_factory.mktemp("data") / "data"
+    cfg = PrepareConfig(tasks=("copy", "reverse"), default_level=1, n_train=600, n_val=40, n_test=40)
+    prepare(cfg, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_data, tmp_path_factory):
+    """(model_dir, history): a 1-layer Llama trained 150 steps on the tiny suite."""
+    torch.set_num_threads(1)
+    tokenizer = load_tokenizer(tiny_data / "tokenizer")
+    config = llama_config(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                          max_position_embeddings=32)
+    model = build_llama(config, seed=0)
+    tasks = load_tasks(tiny_data)
+    rows = [r for t in tasks.values() for r in t["train"]]
+    history = train_sft(model, encode_rows(tokenizer, rows), SFTSettings(steps=150, lr=1e-2, batch_size=64, log_every=10),
+                        pad_id=tokenizer.pad_token_id)
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    save_model(model, tokenizer, out, {"name": "tiny", "parents": [], "params": {"steps": 150}})
+    return out, history
