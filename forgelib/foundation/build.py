@@ -40,9 +40,12 @@ def _train_rows(tasks: dict, names: list[str]) -> list[dict]:
 def import_ancestor(source: str, out_dir: Path) -> Path:
     """Copy an HF directory or convert a GGUF model into ``out_dir``."""
     if source.startswith(("gguf:", "package:")):
-        from forgelib.models.gguf import import_gguf, locate_package_gguf
+        from forgelib.models.gguf import find_packaged_gguf, import_gguf
 
-        gguf = locate_package_gguf(source.split(":", 1)[1]) if source.startswith("package:") else Path(source[5:])
+        if source.startswith("package:"):
+            gguf = find_packaged_gguf(source.split(":", 1)[1].replace("-", "_"))
+        else:
+            gguf = Path(source[5:])
         return import_gguf(gguf, out_dir)
     src = require_model_dir(source, "base.source model directory")
     with atomic_dir(out_dir) as tmp:
