@@ -10,15 +10,16 @@ from forgelib.errors import ForgeError
 
 @pytest.mark.parametrize("name", list(TASKS))
 def test_generation_is_deterministic_and_verified(name):
-    first = generate(name, 2, 50, seed=3)
-    assert first == generate(name, 2, 50, seed=3)
-    assert first != generate(name, 2, 50, seed=4)
+    level = min(2, TASKS[name].max_level)
+    first = generate(name, level, 50, seed=3)
+    assert first == generate(name, level, 50, seed=3)
+    assert first != generate(name, level, 50, seed=4)
     assert len({r["prompt"] for r in first}) == len(first)
     for row in first:
         assert get_task(name).check(row["prompt"], row["answer"]), row
 
 
-@pytest.mark.parametrize("name", list(TASKS))
+@pytest.mark.parametrize("name", [n for n, t in TASKS.items() if t.max_level > 1])
 def test_higher_levels_are_longer(name):
     gen = get_task(name)
     lo = sum(len(r["prompt"]) + len(r["answer"]) for r in generate(name, 1, 200, 0))
