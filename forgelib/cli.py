@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -165,6 +165,105 @@ def prepare(
 
     stats = _run(lambda: run_prepare(load_section("prepare", params), out))
     _print_json(stats)
+
+
+@app.command()
+def merge(
+    config: Path = typer.Argument(..., help="A mergekit-compatible YAML recipe."),
+    out_dir: Path = typer.Argument(..., help="Output HF model directory (written atomically)."),
+    seed: int = typer.Option(0, help="Seed of the random masks of dare_*/della* methods."),
+):
+    """Merge models from a mergekit-compatible YAML (paths resolve against the current directory)."""
+    from forgelib.merge.engine import merge_from_yaml
+
+    path = _run(merge_from_yaml, config, out_dir, seed=seed, progress=True)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def evo(
+    params: Path = typer.Option(Path("params.yaml"), help="Params file (sections `evomerge`, `base`)."),
+    data: Path = typer.Option(Path("data"), help="Prepared data directory."),
+    models: Path = typer.Option(Path("models/base"), help="Directory with ancestor/ and the specialists."),
+    out: Path = typer.Option(Path("models/evolved"), help="Output model directory."),
+    state: Path = typer.Option(Path("checkpoints/evomerge"), help="Resumable search state."),
+    generations: Optional[int] = typer.Option(None, help="Override evomerge.generations."),
+    population: Optional[int] = typer.Option(None, help="Override evomerge.population."),
+    metrics: Path = typer.Option(Path("metrics/evomerge.json"), help="Where to write the metrics JSON."),
+):
+    """Run the evolutionary merge search (the `evomerge` stage) with a progress bar over generations."""
+    import dataclasses
+
+    from forgelib.config import load_section
+    from forgelib.merge.run import run_evomerge
+
+    def go():
+        cfg = load_section("evomerge", params)
+        overrides = {k: v for k, v in {"generations": generations, "population": population}.items() if v is not None}
+        cfg = dataclasses.replace(cfg, **overrides)
+        specialists = load_section("base", params).specialists
+        return run_evomerge(cfg, data_dir=data, base_model=str(models / "ancestor"),
+                            parents={name: str(models / name) for name in specialists},
+                            out_dir=out, state_dir=state, metrics_path=metrics, plots_dir=None)
+
+    result = _run(go)
+    typer.echo(json.dumps({k: result[k] for k in ("evolved_test_mean", "best_parent_test_mean",
+                                                  "uniform_task_arithmetic_test_mean", "best_method")}, indent=2))
+
+
+training_app = typer.Typer(help="Phase 2: the Forge training loop.", no_args_is_help=True)
+app.add_typer(training_app, name="training")
+
+
+@training_app.command("train")
+def training_train(
+    model_path: Path = typer.Option(Path("models/evolved"), "--model-path", help="HF model directory to train."),
+    out: Path = typer.Option(Path("models/trained"), help="Output model directory."),
+    params: Path = typer.Option(Path("params.yaml"), help="Params file (section `train`)."),
+    data: Path = typer.Option(Path("data"), help="Prepared data directory."),
+    checkpoints: Path = typer.Option(Path("checkpoints/train"), help="Checkpoint directory (resumes from it)."),
+    metrics_dir: Path = typer.Option(Path("metrics/train"), help="dvclive output directory."),
+    max_steps: Optional[int] = typer.Option(None, help="Override train.max_steps."),
+    enable_grokfast: bool = typer.Option(False, "--enable-grokfast", help="Turn on the Grokfast gradient filter."),
+    enable_edge: bool = typer.Option(False, "--enable-edge", help="Turn on the edge-of-chaos curriculum."),
+    enable_self_model: bool = typer.Option(False, "--enable-self-model", help="Turn on the self-model head."),
+    enable_dreams: bool = typer.Option(False, "--enable-dreams", help="Turn on dream cycles."),
+    enable_all: bool = typer.Option(False, "--enable-all", help="Turn on every enhancement."),
+    wandb_project: Optional[str] = typer.Option(None, "--wandb-project", help="Also log to Weights & Biases."),
+):
+    """Train a model with the Forge loop; enhancements come from params.yaml plus --enable-* flags."""
+    import dataclasses
+
+    from forgelib.config import load_section
+    from forgelib.train.run import run_train
+
+    def go():
+        cfg = load_section("train", params)
+        flags = {"grokfast": enable_grokfast, "edge": enable_edge, "self_model": enable_self_model,
+                 "dreams": enable_dreams, "all": enable_all}
+        cfg = cfg.with_enabled(*[name for name, on in flags.items() if on]).with_wandb(wandb_project)
+        if max_steps is not None:
+            cfg = dataclasses.replace(cfg, max_steps=max_steps)
+        return run_train(cfg, data_dir=data, input_dir=model_path, out_dir=out, checkpoint_dir=checkpoints,
+                         metrics_dir=metrics_dir)
+
+    result = _run(go)
+    typer.echo(json.dumps({k: result[k] for k in ("test_mean", "input_test_mean", "perplexity")}, indent=2))
+
+
+@training_app.command("analyze")
+def training_analyze(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A step-* checkpoint or the checkpoint directory."),
+    plots: Path = typer.Option(Path("metrics/analysis"), help="Where to write PNG plots."),
+    as_json: bool = typer.Option(False, "--json", help="Print the analysis as JSON."),
+):
+    """Print a checkpoint's trajectory, grokking stages and controller states; write plots."""
+    from forgelib.train.analyze import analyze_checkpoint, format_analysis, write_plots
+
+    analysis = _run(analyze_checkpoint, checkpoint)
+    written = write_plots(analysis, plots)
+    typer.echo(json.dumps(analysis, indent=2, default=str) if as_json else format_analysis(analysis))
+    typer.echo(f"plots: {', '.join(str(p) for p in written)}", err=True)
 
 
 def main() -> None:  # pragma: no cover - console entry

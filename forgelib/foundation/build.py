@@ -12,7 +12,6 @@ import random
 import shutil
 from pathlib import Path
 
-import torch
 
 from forgelib.config import BaseConfig, TrainSettings
 from forgelib.configtools import to_dict

@@ -1,0 +1,1 @@
+"""Forge-loop controllers: one small object per file, listed in :mod:`.registry`."""

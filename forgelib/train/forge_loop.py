@@ -1,0 +1,253 @@
+"""The Forge training loop: plain PyTorch, with switchable controllers at named hooks.
+
+One step, top to bottom (see :mod:`forgelib.train.controllers.base` for the hook contract):
+
+    plan    <- on_batch hooks                   (curriculum levels, temperature)
+    rows    <- stream.sample(step, plan)        (a pure function of seed, step and levels)
+    loss    <- answer loss + aux_loss hooks     (self-model head)
+    backward; after_backward hooks              (Grokfast filters)
+    clip; optimizer.step()
+    on_step_end hooks                           (curriculum bookkeeping, probes, dream phases)
+    every eval_every steps: evaluate, on_eval hooks   (λ schedule, grokking stage)
+    every log_every steps: dvclive (+ W&B)
+    every checkpoint_every steps: checkpoint into the persist directory
+
+Determinism: every random choice is derived from ``(seed, step)`` and the RNG states are
+checkpointed, so with the same params, thread count and hardware a killed run that is resumed
+ends with the same weights as an uninterrupted one. A checkpoint made with other params or
+another input model is ignored (and removed) rather than resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from tqdm.auto import tqdm
+
+from forgelib.train import checkpoint as ckpt
+from forgelib.train.batch_stats import AnswerStats, accuracy_by_family, answer_stats, score_rows
+from forgelib.train.config import TrainConfig
+from forgelib.train.controllers.base import BatchPlan, Controller, LoopContext
+from forgelib.train.controllers.registry import BuildEnv, build_controllers
+from forgelib.train.grokfast import GrokfastAdamW
+from forgelib.train.task_stream import ROW_KEYS, TaskStream
+from forgelib.train.telemetry import Telemetry
+
+CADENCE_KEYS = ("log_every", "checkpoint_every", "keep_checkpoints", "wandb")
+"""Config keys that do not change the trajectory: a run may resume across changes to them."""
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(cfg: TrainConfig, model, controllers: list[Controller]) -> torch.optim.Optimizer:
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "name": "model"}]
+    extra = [p for c in controllers for p in c.parameters()]
+    if extra:
+        groups.append({"params": extra, "name": "auxiliary"})
+    kwargs = {"lr": cfg.lr, "betas": tuple(cfg.betas), "weight_decay": cfg.weight_decay}
+    if cfg.grokfast.enabled and cfg.grokfast.filter == "ema_fused":
+        optimizer = GrokfastAdamW(groups, alpha=cfg.grokfast.alpha, lamb=cfg.grokfast.effective_lamb(), **kwargs)
+        for group in optimizer.param_groups:
+            if group["name"] != "model":
+                group["lamb"] = 0.0  # the self-model head is not part of the model Grokfast filters
+        return optimizer
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+def run_fingerprint(cfg: TrainConfig, model, tasks: Mapping) -> str:
+    """Hash of everything that determines the trajectory: params, input weights, training data."""
+    digest = hashlib.sha256()
+    trajectory = {k: v for k, v in cfg.to_dict().items() if k not in CADENCE_KEYS}
+    digest.update(json.dumps(trajectory, sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    for name in sorted(tasks):
+        digest.update(name.encode())
+        train = tasks[name]["train"][:]
+        for prompt, answer, level in zip(train["prompt"], train["answer"], train["level"]):
+            digest.update(f"{prompt}\t{answer}\t{level}\n".encode())
+    return digest.hexdigest()
+
+
+def optimize(ctx: LoopContext, controllers: list[Controller], rows: list[dict], grad_clip: float) -> tuple[AnswerStats, float]:
+    """One optimizer step on ``rows``; used by the loop and by dream phases."""
+    device = next(ctx.model.parameters()).device
+    batch = {k: v.to(device) for k, v in ctx.stream.collate(rows).items()}
+    wants_hidden = any(c.wants_hidden_states for c in controllers)
+    outputs = ctx.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        output_hidden_states=wants_hidden)
+    stats = answer_stats(outputs.logits, batch["labels"])
+    loss = stats.token_loss
+    for c in controllers:
+        extra = c.aux_loss(ctx, batch, outputs)
+        if extra is not None:
+            loss = loss + extra
+    ctx.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for c in controllers:
+        c.after_backward(ctx, ctx.step)
+    params = [p for group in ctx.optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+    ctx.optimizer.step()
+    return stats, float(grad_norm)
+
+
+def evaluate_in_loop(model, tokenizer, eval_sets: Mapping[str, list[dict]]) -> dict[str, Any]:
+    """Teacher-forced greedy exact match (see batch_stats) on fixed train and validation subsets."""
+    out: dict[str, Any] = {}
+    for split, rows in eval_sets.items():
+        losses, correct = score_rows(model, tokenizer, rows)
+        _, families = accuracy_by_family(rows, correct)
+        out[f"{split}_acc"] = sum(families.values()) / len(families)
+        out[f"{split}_loss"] = float(losses.mean())
+        out[f"{split}_families"] = families
+    return out
+
+
+def log_record(done: int, optimizer, window: Mapping[str, list[float]], evaluation: Mapping[str, Any] | None,
+               controllers: list[Controller]) -> dict[str, Any]:
+    """One history/telemetry record: window means, the evaluation if one just ran, controller metrics."""
+    record: dict[str, Any] = {"step": done, "lr": optimizer.param_groups[0]["lr"]}
+    record.update({k: sum(v) / len(v) for k, v in window.items() if v})
+    if evaluation is not None:
+        record.update({f"eval/{k}": v for k, v in evaluation.items() if not isinstance(v, dict)})
+        record.update({f"eval/val_family/{f}": v for f, v in evaluation["val_families"].items()})
+    for c in controllers:
+        record.update(c.metrics())
+        if c.name == "geometry" and c.stage is not None:
+            record["geometry/stage_name"] = c.stage  # kept in the history for analysis; not a metric
+    return record
+
+
+def eval_subsets(tasks: Mapping, limit: int) -> dict[str, list[dict]]:
+    sets = {}
+    for split, key in (("train", "train"), ("val", "validation")):
+        sets[split] = [{k: r[k] for k in ROW_KEYS} for _, splits in sorted(tasks.items())
+                       for r in splits[key].select(range(min(limit, len(splits[key]))))]
+    return sets
+
+
+def _answer_budget(stream: TaskStream, tokenizer) -> int:
+    answers = sorted({r["answer"] for rows in stream.train.values() for r in rows})
+    longest = max(len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"])
+    return longest + 1  # + <eos>
+
+
+def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_dir: str | Path,
+                checkpoint_dir: str | Path, metrics_dir: str | Path, card: Mapping[str, Any] | None = None) -> dict:
+    """Train ``model`` on ``tasks`` with the enabled controllers; save it to ``out_dir``.
+
+    Resumes from the newest matching checkpoint in ``checkpoint_dir``. Returns the final metrics
+    (in-loop evaluation, official greedy evaluation on the validation split, controller state).
+    """
+    from forgelib.eval.evaluate import evaluate_model
+    from forgelib.models.hf import save_model
+
+    torch.manual_seed(config.seed)
+    fingerprint = run_fingerprint(config, model, tasks)
+    stream = TaskStream(tasks, tokenizer, seed=config.seed, source=config.effective_source())
+    env = BuildEnv(model=model, tasks=tasks, stream=stream, max_new_tokens=_answer_budget(stream, tokenizer))
+    controllers = build_controllers(config, env)
+    optimizer = make_optimizer(config, model, controllers)
+    ctx = LoopContext(model=model, tokenizer=tokenizer, stream=stream, optimizer=optimizer, seed=config.seed,
+                      max_steps=config.max_steps, controllers={c.name: c for c in controllers})
+    ctx.optimize = lambda rows: optimize(ctx, controllers, rows, config.grad_clip)[0]
+    eval_sets = eval_subsets(tasks, config.eval_limit)
+
+    start_step, history, last_eval = 0, [], {}
+    latest = ckpt.latest_checkpoint(checkpoint_dir)
+    if latest is not None and ckpt.read_trainer_state(latest).get("fingerprint") != fingerprint:
+        print(f"{checkpoint_dir}: checkpoints were made with other params, model or data; starting fresh",
+              file=sys.stderr)
+        ckpt.clear_checkpoints(checkpoint_dir)
+    elif latest is not None:
+        state = ckpt.load_checkpoint(latest, model=model, optimizer=optimizer, controllers=ctx.controllers)
+        start_step, history, last_eval = state["step"], state["history"], state["last_eval"]
+        print(f"resuming from {latest} (step {start_step})", file=sys.stderr)
+
+    telemetry = Telemetry(metrics_dir, config=config.to_dict(), wandb_project=config.wandb.project,
+                          wandb_mode=config.wandb.mode)
+    for record in history:
+        telemetry.log(record["step"], record)
+
+    model.train()
+    window: dict[str, list[float]] = {"loss": [], "batch_acc": [], "grad_norm": [], "step_time_ms": []}
+    run_started = time.perf_counter()
+    bar = tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, desc="forge train",
+               leave=False, mininterval=1.0)
+    for step in bar:
+        started = time.perf_counter()
+        ctx.step = step
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        plan = BatchPlan()
+        for c in controllers:
+            c.on_batch(ctx, step, plan)
+        rows = stream.sample(step, config.batch_size, plan.levels)
+        stats, grad_norm = optimize(ctx, controllers, rows, config.grad_clip)
+        for c in controllers:
+            c.on_step_end(ctx, step, rows, stats)
+        window["loss"].append(float(stats.token_loss.detach()))
+        window["batch_acc"].append(float(stats.correct.float().mean()))
+        window["grad_norm"].append(grad_norm)
+        window["step_time_ms"].append(1000 * (time.perf_counter() - started))
+        done = step + 1
+
+        evaluated = done % config.eval_every == 0 or done == config.max_steps
+        if evaluated:
+            last_eval = evaluate_in_loop(model, tokenizer, eval_sets)
+            for c in controllers:
+                c.on_eval(ctx, step, last_eval)
+        if evaluated or done % config.log_every == 0:
+            record = log_record(done, optimizer, window, last_eval if evaluated else None, controllers)
+            history.append(record)
+            telemetry.log(done, record)
+            window = {k: [] for k in window}
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
+        if config.checkpoint_every and (done % config.checkpoint_every == 0 or done == config.max_steps):
+            ckpt.save_checkpoint(checkpoint_dir, step=done, model=model, optimizer=optimizer,
+                                 controllers=ctx.controllers, keep=config.keep_checkpoints,
+                                 trainer_state={"fingerprint": fingerprint, "config": config.to_dict(),
+                                                "history": history, "last_eval": last_eval})
+    seconds = time.perf_counter() - run_started
+    telemetry.close()
+
+    model.eval()
+    validation = evaluate_model(model, tokenizer, dict(tasks), split="validation", limit=config.eval_limit)
+    step_times = [r["step_time_ms"] for r in history if "step_time_ms" in r]
+    metrics = {
+        "steps": config.max_steps,
+        "resumed_from": start_step,
+        "final_loss": history[-1]["loss"] if history and "loss" in history[-1] else None,
+        "train_acc": last_eval.get("train_acc"),
+        "val_acc": last_eval.get("val_acc"),
+        "val_families": last_eval.get("val_families", {}),
+        "eval_curve": [[r["step"], r["eval/val_acc"]] for r in history if "eval/val_acc" in r],
+        "validation": validation,
+        "controllers": {c.name: c.metrics() for c in controllers},
+        "step_time_ms": sum(step_times) / len(step_times) if step_times else None,
+        "seconds_this_run": seconds,
+    }
+    save_model(model, tokenizer, out_dir, card={
+        "name": "forge-trained",
+        "description": "Trained by the Forge loop (forgelib.train.forge_loop) with the controllers listed in params.",
+        "params": {"train": config.to_dict()},
+        "metrics": {"validation": validation},
+        **(card or {}),
+    })
+    return metrics

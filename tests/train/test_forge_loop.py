@@ -1,0 +1,116 @@
+"""The Forge loop end to end on a tiny model: resume equals an uninterrupted run, stale
+checkpoints are not resumed, the fused optimizer equals the filter controller, analysis works."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch.testing import assert_close
+
+from forgelib.train import forge_loop
+from forgelib.train.analyze import analyze_checkpoint, format_analysis, write_plots
+from forgelib.train.config import TrainConfig
+from forgelib.train.task_stream import TaskStream
+
+from conftest import tiny_model
+
+ALL_ON = {
+    "max_steps": 12, "batch_size": 16, "eval_every": 4, "log_every": 2, "checkpoint_every": 4, "eval_limit": 16,
+    "grokfast": {"enabled": True, "schedule": {"enabled": True}},
+    "edge": {"enabled": True, "window": 16, "min_samples": 8, "update_every": 2},
+    "geometry": {"enabled": True, "every": 4, "probe_size": 24, "layers": [1, -1]},
+    "self_model": {"enabled": True},
+    "dreams": {"enabled": True, "every": 6, "steps": 2, "self_prompts": 8, "buffer_size": 32},
+    "temperature": {"enabled": True},
+}
+
+
+def run(tmp: Path, tasks, tokenizer, params: dict, name: str) -> dict:
+    cfg = TrainConfig.from_dict(params)
+    metrics = forge_loop.train_model(tiny_model(tokenizer), tokenizer, tasks, cfg, out_dir=tmp / name / "model",
+                                     checkpoint_dir=tmp / name / "ckpt", metrics_dir=tmp / name / "metrics")
+    return {"metrics": metrics, "weights": load_file(str(tmp / name / "model" / "model.safetensors"))}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tasks, tokenizer):
+    tmp = tmp_path_factory.mktemp("forge")
+    return tmp, run(tmp, tasks, tokenizer, ALL_ON, "full")
+
+
+def test_resume_after_kill_reproduces_the_uninterrupted_run(uninterrupted, tasks, tokenizer, monkeypatch):
+    tmp, full = uninterrupted
+    real_sample = TaskStream.sample
+
+    def killed_at_step_10(self, step, *args, **kwargs):
+        if step == 10 and kwargs.get("salt", "train") == "train":
+            raise KeyboardInterrupt("simulated kill")
+        return real_sample(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(TaskStream, "sample", killed_at_step_10)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp, tasks, tokenizer, ALL_ON, "killed")
+    assert sorted(p.name for p in (tmp / "killed" / "ckpt").iterdir()) == ["step-00000004", "step-00000008"]
+    monkeypatch.setattr(TaskStream, "sample", real_sample)
+    resumed = run(tmp, tasks, tokenizer, ALL_ON, "killed")
+    assert resumed["metrics"]["resumed_from"] == 8
+    assert_close(resumed["metrics"]["final_loss"], full["metrics"]["final_loss"], rtol=0, atol=0)
+    for name, tensor in full["weights"].items():
+        assert_close(resumed["weights"][name], tensor, rtol=0, atol=0, msg=name)
+    assert resumed["metrics"]["controllers"] == full["metrics"]["controllers"]
+
+
+def test_saved_model_has_no_self_model_head(uninterrupted, tokenizer):
+    _, full = uninterrupted
+    assert set(full["weights"]) == set(tiny_model(tokenizer).state_dict())
+
+
+def test_metrics_cover_every_controller(uninterrupted):
+    tmp, full = uninterrupted
+    m = full["metrics"]
+    assert 0.0 <= m["val_acc"] <= 1.0 and set(m["val_families"]) == {"modular", "string", "logic"}
+    assert {"validation", "step_time_ms", "final_loss"} <= set(m)
+    plots = tmp / "full" / "metrics" / "plots" / "metrics"
+    for name in ("loss", "grad_norm", "step_time_ms", "grokfast/lamb", "geometry/id/L2", "edge/level/string",
+                 "self_model/mse", "dream/buffer_acc_after", "temperature", "eval/val_family/logic"):
+        assert (plots / f"{name}.tsv").is_file(), name
+    assert m["controllers"]["dreams"]["dream/buffer_size"] > 0
+
+
+def test_completed_run_resumes_to_the_same_model_and_other_params_start_fresh(uninterrupted, tasks, tokenizer):
+    tmp, full = uninterrupted
+    again = run(tmp, tasks, tokenizer, ALL_ON, "full")
+    assert again["metrics"]["resumed_from"] == 12
+    assert_close(again["weights"]["lm_head.weight"], full["weights"]["lm_head.weight"], rtol=0, atol=0)
+    shutil.copytree(tmp / "full" / "ckpt", tmp / "other" / "ckpt")
+    other = run(tmp, tasks, tokenizer, {**ALL_ON, "lr": 5e-4}, "other")
+    assert other["metrics"]["resumed_from"] == 0
+
+
+def test_fused_grokfast_adamw_equals_filter_controller(tmp_path, tasks, tokenizer):
+    base = {"max_steps": 6, "batch_size": 8, "eval_every": 6, "eval_limit": 8, "grad_clip": 0.0,
+            "checkpoint_every": 0, "weight_decay": 0.01}
+    filtered = run(tmp_path, tasks, tokenizer, {**base, "grokfast": {"enabled": True, "filter": "ema"}}, "a")
+    fused = run(tmp_path, tasks, tokenizer, {**base, "grokfast": {"enabled": True, "filter": "ema_fused"}}, "b")
+    plain = run(tmp_path, tasks, tokenizer, base, "c")
+    for name, tensor in filtered["weights"].items():
+        assert_close(fused["weights"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.equal(plain["weights"]["lm_head.weight"], filtered["weights"]["lm_head.weight"])
+
+
+def test_analyze_checkpoint_reports_trajectory_and_writes_plots(uninterrupted, tmp_path):
+    tmp, _ = uninterrupted
+    analysis = analyze_checkpoint(tmp / "full" / "ckpt")
+    assert analysis["step"] == 12
+    assert [r["step"] for r in analysis["history"]] == [2, 4, 6, 8, 10, 12]
+    assert [s for s, _ in analysis["stages"]] == [4, 8, 12]
+    assert set(analysis["curriculum_levels"]) == {"modular", "string", "logic"}
+    assert len(analysis["dream_cycles"]) == 2
+    text = format_analysis(analysis)
+    assert "grokking stages" in text and "dream @6" in text
+    names = {p.name for p in write_plots(analysis, tmp_path / "plots")}
+    assert names == {"loss.png", "accuracy.png", "geometry.png", "curriculum.png", "grokfast.png", "dreams.png"}
