@@ -168,6 +168,30 @@ def prepare(
 
 
 @app.command()
+def init(
+    profile: str = typer.Option(..., "--profile", help="A shipped profile: " + ", ".join(
+        p.stem for p in sorted((Path(__file__).parent / "profiles").glob("*.yaml")))),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="Where to write it."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing params file."),
+):
+    """Write a shipped params profile (e.g. `forge init --profile smollm2` for the real model)."""
+    from forgelib.config import load_params
+    from forgelib.io import write_text_atomic
+
+    source = Path(__file__).parent / "profiles" / f"{profile}.yaml"
+    if not source.is_file():
+        valid = ", ".join(p.stem for p in sorted(source.parent.glob("*.yaml")))
+        typer.echo(f"error: --profile: unknown profile {profile!r}; valid: {valid}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if params.exists() and not force:
+        typer.echo(f"error: {params} exists; pass --force to overwrite it (git keeps the old one)", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    _run(load_params, source)
+    write_text_atomic(params, source.read_text())
+    typer.echo(f"wrote {params} from profile {profile!r}; run `dvc repro` (or `make repro`)")
+
+
+@app.command()
 def merge(
     config: Path = typer.Argument(..., help="A mergekit-compatible YAML recipe."),
     out_dir: Path = typer.Argument(..., help="Output HF model directory (written atomically)."),

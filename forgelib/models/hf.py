@@ -57,6 +57,10 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32):
     tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     check_tokenizer_fits(model, tokenizer, path)
+    if tokenizer.pad_token is None:
+        # Batched training and generation need a pad id; padded positions are masked out, so
+        # reusing <eos> (the usual choice for causal LMs without one) changes no result.
+        tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
 
