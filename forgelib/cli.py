@@ -290,5 +290,46 @@ def training_analyze(
     typer.echo(f"plots: {', '.join(str(p) for p in written)}", err=True)
 
 
+compression_app = typer.Typer(help="Phase 4: two-stage compression into one container.", no_args_is_help=True)
+app.add_typer(compression_app, name="compression")
+
+
+@compression_app.command("compress")
+def compression_compress(
+    input_dir: Path = typer.Option(Path("models/trained"), "--input", help="HF model directory to compress."),
+    output: Path = typer.Option(Path("models/compressed"), "--output", help="Output directory (stage1/, final/)."),
+    stages: int = typer.Option(2, "--stages", help="1 (BitNet + SeedLM) or 2 (then VPTQ + HyperFn)."),
+    target_size: Optional[float] = typer.Option(None, "--target-size", help="Final size as a fraction of fp32 bytes."),
+    params: Path = typer.Option(Path("params.yaml"), help="Params file (section `compress`)."),
+    data: Path = typer.Option(Path("data"), help="Prepared data (evaluation, heal and calibration batches)."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate on at most this many examples per task."),
+    metrics: Optional[Path] = typer.Option(None, help="Also write the stats JSON here."),
+):
+    """Compress any supported HF model directory; print bytes, bits/param, retention per stage."""
+    from forgelib.compress.run import run_compress
+    from forgelib.config import load_section
+
+    def go():
+        return run_compress(load_section("compress", params), data_dir=data, input_dir=input_dir, out_dir=output,
+                            stages=stages, target_size=target_size, metrics_path=metrics, eval_limit=limit)
+
+    stats = _run(go)
+    keys = ("bytes", "bits_per_param", "fraction_fp32", "test_mean", "retention")
+    typer.echo(json.dumps({"input_test_mean": stats["input_test_mean"],
+                           **{s: {k: stats[s].get(k) for k in keys} for s in ("stage1", "final")}}, indent=2))
+
+
+@compression_app.command("decompress")
+def compression_decompress(
+    container: Path = typer.Argument(..., help="A model.forge.safetensors container."),
+    out_dir: Path = typer.Argument(..., help="Output HF model directory."),
+):
+    """Decode a container back into an HF model directory (safetensors, config, tokenizer)."""
+    from forgelib.compress import decompress_to_dir
+
+    path = _run(decompress_to_dir, container, out_dir)
+    typer.echo(f"wrote {path}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()

@@ -8,9 +8,9 @@ Entry points (the ``compress`` stage and ``forge compression`` call these):
 * :class:`CompressConfig` — the params.yaml ``compress`` section.
 """
 
-from forgelib.compress.config import CompressConfig, HealConfig, StageConfig
+from forgelib.compress.config import CompressConfig, HealConfig, Stage1Config, Stage2Config, StageConfig
 from forgelib.compress.loader import decompress_to_dir, load_compressed
 from forgelib.compress.pipeline import CONTAINER_NAME, compress_model
 
-__all__ = ["CONTAINER_NAME", "CompressConfig", "HealConfig", "StageConfig", "compress_model",
-           "decompress_to_dir", "load_compressed"]
+__all__ = ["CONTAINER_NAME", "CompressConfig", "HealConfig", "Stage1Config", "Stage2Config", "StageConfig",
+           "compress_model", "decompress_to_dir", "load_compressed"]

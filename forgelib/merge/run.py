@@ -95,6 +95,7 @@ def run_evomerge(
         return evaluate_model(model, tokenizer, tasks, split="test")
 
     evolved = test_eval(out_dir)
+    ancestor = test_eval(base_model)
     parent_results = {name: test_eval(path) for name, path in parents.items()}
     uniform = test_eval(uniform_dir)
     best_parent = max(parent_results, key=lambda n: parent_results[n]["mean"])
@@ -105,6 +106,8 @@ def run_evomerge(
         "best_parent": best_parent,
         "ratio_to_best_parent": evolved["mean"] / parent_results[best_parent]["mean"] if parent_results[best_parent]["mean"] else None,
         "parents_test_mean": {name: r["mean"] for name, r in parent_results.items()},
+        # The merge's base model itself: a merge that only reproduces it has combined nothing.
+        "ancestor_test_mean": ancestor["mean"],
         "evolved": evolved,
         "uniform_task_arithmetic": uniform,
         "best_validation_fitness": result.best_fitness,

@@ -1,0 +1,113 @@
+"""From a container back to something runnable: a torch model, or a Hugging Face directory.
+
+Decoding streams one weight at a time into the model's parameters, so peak memory is the model
+plus one decoded tensor. The model is built from the container's own config.json: no other file
+is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+from forgelib.compress.codecs.registry import get_codec
+from forgelib.compress.container import Container, read_container
+from forgelib.errors import ForgeError
+from forgelib.io import atomic_dir, write_text_atomic
+
+# Files of an HF model directory that the container does NOT carry as side files: the weights
+# (they are the payloads), config.json (stored as model_config) and the model card (describes
+# the uncompressed model; decompress_to_dir writes a new one).
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt")
+NOT_SIDE_FILES = {"config.json", "README.md", "model.safetensors.index.json", "pytorch_model.bin.index.json"}
+MAX_SIDE_BYTES = 64 << 20
+
+
+def model_dir_side_files(model_dir: str | os.PathLike) -> tuple[dict, dict[str, bytes]]:
+    """``(config.json as a dict, {file name: bytes})`` for a model directory's non-weight files."""
+    model_dir = Path(model_dir)
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise ForgeError(f"{model_dir}: no config.json; expected a Hugging Face model directory")
+    files = {}
+    for path in sorted(model_dir.iterdir()):
+        if path.is_file() and not path.name.startswith(".") and path.name not in NOT_SIDE_FILES \
+                and not path.name.endswith(WEIGHT_SUFFIXES):
+            files[path.name] = path.read_bytes()
+    if sum(map(len, files.values())) > MAX_SIDE_BYTES:
+        raise ForgeError(f"{model_dir}: side files exceed {MAX_SIDE_BYTES >> 20} MiB; remove stray files")
+    return json.loads(config_path.read_text()), files
+
+
+def decoded_tensors(container: Container) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(weight name, decoded tensor)`` one at a time, in the stored dtype and shape."""
+    for name, entry in container.entries.items():
+        yield name, get_codec(entry.codec).decode(entry.payload)
+
+
+def build_empty_model(model_config: dict) -> PreTrainedModel:
+    """An fp32 model of the container's architecture; its random init is overwritten by decoding."""
+    config_dict = dict(model_config)
+    model_type = config_dict.pop("model_type", None)
+    if model_type is None:
+        raise ForgeError("container model_config has no model_type; it was not written by Forge")
+    try:
+        config = AutoConfig.for_model(model_type, **config_dict)
+    except ValueError as err:
+        raise ForgeError(f"container model_config: unsupported model_type {model_type!r}: {err}") from None
+    with torch.random.fork_rng(devices=[]):  # do not disturb the caller's RNG stream
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return model.eval()
+
+
+def load_into(model: PreTrainedModel, tensors: Iterator[tuple[str, torch.Tensor]]) -> None:
+    """Copy decoded tensors into ``model``; every parameter must be covered (tied ones excepted)."""
+    state = model.state_dict()
+    seen = set()
+    with torch.no_grad():
+        for name, tensor in tensors:
+            if name not in state:
+                raise ForgeError(f"container weight {name!r} does not exist in the {type(model).__name__}")
+            if tuple(state[name].shape) != tuple(tensor.shape):
+                raise ForgeError(f"container weight {name!r} has shape {list(tensor.shape)}, "
+                                 f"model expects {list(state[name].shape)}")
+            state[name].copy_(tensor)
+            seen.add(name)
+    pointers = {state[name].data_ptr() for name in seen}
+    params = dict(model.named_parameters())
+    missing = [n for n in params if n not in seen and params[n].data_ptr() not in pointers]
+    if missing:
+        raise ForgeError(f"container lacks weights {missing[:3]}{'...' if len(missing) > 3 else ''}")
+
+
+def load_compressed(path: str | os.PathLike) -> PreTrainedModel:
+    """A runnable fp32 causal LM (e.g. ``LlamaForCausalLM``) decoded from a container file."""
+    container = read_container(path)
+    model = build_empty_model(container.model_config)
+    load_into(model, decoded_tensors(container))
+    return model
+
+
+def decompress_to_dir(path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write a Hugging Face model directory (weights in their stored dtypes) from a container."""
+    container = read_container(path)
+    with atomic_dir(out_dir) as tmp:
+        save_file(dict(decoded_tensors(container)), tmp / "model.safetensors", metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(container.model_config, indent=2, sort_keys=True) + "\n")
+        for name, data in container.files.items():
+            (tmp / name).write_bytes(data)
+        codecs = sorted({entry.codec for entry in container.entries.values()})
+        write_text_atomic(tmp / "README.md", (
+            "# Decompressed Forge model\n\n"
+            f"Decoded from the compressed container `{Path(path).name}` "
+            f"({Path(path).stat().st_size} bytes; codecs: {', '.join(codecs)}).\n"
+            "The weights are the codecs' reconstructions, not the original weights.\n\n"
+            f"Provenance: `{json.dumps(container.info, sort_keys=True)}`\n"
+        ))
+    return Path(out_dir)

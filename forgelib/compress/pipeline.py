@@ -1,0 +1,219 @@
+"""The two-stage compression pipeline: one entry point for the stage script and the CLI.
+
+Stage 1 (BitNet + SeedLM by default) encodes the input model, after an optional
+quantization-aware heal of the layers it ternarizes. Stage 2 (VPTQ + HyperFn) is the final codec
+assignment: it re-encodes, group by group, either the full-precision weights stage 1 started
+from (``stage2_source: fp``, after healing) or stage 1's decoded weights (``stage1``); a group
+set to ``keep`` carries its stage-1 payload over. Each stage writes one container, loads it
+back (``load_compressed``: what is evaluated is what is on disk) and reports real bytes, SNR,
+times and, given an ``evaluate`` callable, accuracy and retention.
+
+Output layout: ``out_dir/stage1/model.forge.safetensors``, ``out_dir/final/model.forge.safetensors``
+(a copy of stage 1 when ``stages=1``) and ``out_dir/stats.json`` (the returned dict).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from forgelib.compress.codecs.registry import get_codec
+from forgelib.compress.config import CompressConfig, StageConfig
+from forgelib.compress.container import Container, serialized_size, write_container
+from forgelib.compress.encode import Encoded, summarize
+from forgelib.compress.groups import GROUPS, group_of
+from forgelib.compress.heal import heal
+from forgelib.compress.hessian import collect_hessians
+from forgelib.compress.loader import build_empty_model, load_compressed, load_into, model_dir_side_files
+from forgelib.compress.target import Source, encode_sources, search_target
+from forgelib.errors import ForgeError
+from forgelib.io import atomic_dir, write_json
+
+log = logging.getLogger(__name__)
+CONTAINER_NAME = "model.forge.safetensors"
+Evaluate = Callable[[PreTrainedModel], Mapping[str, Any]]
+Batches = Iterable[Mapping[str, torch.Tensor]]
+
+
+def compress_model(
+    model_dir: str | os.PathLike, out_dir: str | os.PathLike, config: CompressConfig = CompressConfig(), *,
+    stages: int = 2, target_size: float | None = None, evaluate: Evaluate | None = None,
+    heal_batches: Batches | None = None, calibration_batches: Batches | None = None,
+    search_evaluate: Evaluate | None = None,
+) -> dict[str, Any]:
+    """Compress the HF model in ``model_dir`` into ``out_dir`` (atomic); returns the stats dict.
+
+    ``target_size``: the final container's size as a fraction of the fp32 weights (e.g. 0.018);
+    the final stage then picks each group's rung from its ladder. ``evaluate(model)`` returns at
+    least ``{"mean": float, "perplexity": float}``. ``heal_batches`` / ``calibration_batches``
+    yield dicts of ``input_ids``, ``attention_mask`` (and ``labels`` for healing).
+    ``search_evaluate(model)`` (same return shape, on validation data: the search must not see the
+    test split) scores ``--target-size`` candidates by log-perplexity; without it the search uses
+    a weight-distortion proxy.
+    """
+    if stages not in (1, 2):
+        raise ForgeError(f"--stages: expected 1 or 2, got {stages!r}")
+    if target_size is not None and not 0 < target_size <= 1:
+        raise ForgeError(f"--target-size: expected a fraction of the fp32 size in (0, 1], got {target_size!r}")
+    if config.heal.steps and heal_batches is None:
+        raise ForgeError("compress.heal.steps > 0 needs training batches (heal_batches); or set heal.steps: 0")
+    model_config, files = model_dir_side_files(model_dir)
+    model = _load_fp32(model_dir)
+    params = {name: p for name, p in model.named_parameters()}  # tied weights appear once
+    groups = {name: group_of(name, p.dim()) for name, p in params.items()}
+    n_params = sum(p.numel() for p in params.values())
+    target_bytes = None if target_size is None else int(target_size * 4 * n_params)
+    input_eval = _evaluate(evaluate, model)
+    result: dict[str, Any] = {
+        "n_params": n_params, "fp32_bytes": 4 * n_params, "stages": stages, "target_size": target_size,
+        "input_test_mean": input_eval["mean"] if input_eval else None, "input_eval": input_eval,
+        "config": config.effective(),
+    }
+    base = result["input_test_mean"]
+
+    score = _perplexity_score(search_evaluate, model_config)
+
+    with atomic_dir(out_dir) as tmp:
+        def container_of(stage: str) -> Callable[[dict[str, Encoded]], Container]:
+            def build(encoded: dict[str, Encoded]) -> Container:
+                info = {"stage": stage, "source_model": Path(model_dir).name,
+                        "groups": {g: s["codec"] for g, s in summarize(encoded)["groups"].items()}}
+                return Container({n: e.entry for n, e in encoded.items()}, model_config, files, info)
+            return build
+
+        heal_report = None
+        if config.heal.steps:
+            before_eval = None  # stage 1 without healing, to report what the heal bought
+            if evaluate is not None:
+                before = encode_sources(_sources(params, groups), config.stage1.spec)
+                before_eval = _evaluate(evaluate, _decoded_model(model_config, before))
+            bitnet = {n for n, g in groups.items() if config.stage1.spec(g).codec == "bitnet158"}
+            log.info("healing %d steps", config.heal.steps)
+            heal_report = heal(model, heal_batches, config.heal, lambda m: f"{m}.weight" in bitnet, seed=config.seed)
+            heal_report |= {"test_mean_before": before_eval["mean"] if before_eval else None,
+                            "retention_before": _retention(before_eval, base),
+                            "perplexity_before": before_eval.get("perplexity") if before_eval else None}
+
+        sources1 = _sources(params, groups)
+        stage1, enc1, model1 = _run_stage(
+            "stage1", sources1, config.stage1, tmp, container_of("stage1"),
+            target_bytes if stages == 1 else None, evaluate, base, n_params, score)
+        if heal_report is not None:
+            heal_report |= {"test_mean_after": stage1.get("test_mean"), "retention_after": stage1.get("retention")}
+            stage1["heal"] = heal_report
+        result["stage1"] = stage1
+
+        if stages == 1:
+            (tmp / "final").mkdir()
+            shutil.copyfile(tmp / "stage1" / CONTAINER_NAME, tmp / "final" / CONTAINER_NAME)
+            result["final"] = stage1 | {"path": f"final/{CONTAINER_NAME}"}
+        else:
+            source_model = model if config.stage2_source == "fp" else model1
+            source_params = dict(source_model.named_parameters())
+            hessians = _hessians(source_model, groups, config, calibration_batches)
+            sources2 = [Source(n, groups[n], source_params[n].detach(), source_params[n].detach(),
+                               hessians.get(n), enc1[n]) for n in params]
+            result["final"], _, _ = _run_stage(
+                "final", sources2, config.stage2, tmp, container_of("final"), target_bytes, evaluate, base,
+                n_params, score)
+            result["final"]["hessians"] = len(hessians)
+        write_json(tmp / "stats.json", result)
+    return result
+
+
+def _load_fp32(model_dir: str | os.PathLike) -> PreTrainedModel:
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    except (OSError, ValueError) as err:
+        raise ForgeError(f"{model_dir}: cannot load the model to compress: {err}") from None
+    return model.eval()
+
+
+def _sources(params: dict[str, torch.nn.Parameter], groups: dict[str, str]) -> list[Source]:
+    return [Source(n, groups[n], p.detach(), p.detach()) for n, p in params.items()]
+
+
+def _evaluate(evaluate: Evaluate | None, model: PreTrainedModel) -> dict | None:
+    if evaluate is None:
+        return None
+    with torch.no_grad():
+        return dict(evaluate(model))
+
+
+def _retention(evaluation: dict | None, base: float | None) -> float | None:
+    if evaluation is None or not base:
+        return None
+    return evaluation["mean"] / base
+
+
+def _perplexity_score(search_evaluate: Evaluate | None, model_config: dict
+                      ) -> Callable[[dict[str, Encoded]], float] | None:
+    """Target-search score of a candidate encoding: log-perplexity of the decoded model."""
+    if search_evaluate is None:
+        return None
+
+    def score(encoded: dict[str, Encoded]) -> float:
+        return math.log(_evaluate(search_evaluate, _decoded_model(model_config, encoded))["perplexity"])
+
+    return score
+
+
+def _decoded_model(model_config: dict, encoded: dict[str, Encoded]) -> PreTrainedModel:
+    model = build_empty_model(model_config)
+    load_into(model, ((n, get_codec(e.entry.codec).decode(e.entry.payload)) for n, e in encoded.items()))
+    return model
+
+
+def _hessians(model: PreTrainedModel, groups: dict[str, str], config: CompressConfig,
+              batches: Batches | None) -> dict[str, torch.Tensor]:
+    uses_hessian = {g for g in GROUPS if any(
+        r.codec != "keep" and get_codec(r.codec).needs_hessian
+        for r in (config.stage2.spec(g), *config.stage2.rungs(g)))}
+    names = {n for n, g in groups.items() if g in uses_hessian}
+    if not names or batches is None or config.calibration_batches == 0:
+        return {}
+    return collect_hessians(model, batches, names, max_batches=config.calibration_batches)
+
+
+def _run_stage(stage: str, sources: list[Source], stage_config: StageConfig, tmp: Path,
+               build: Callable[[dict[str, Encoded]], Container], target_bytes: int | None,
+               evaluate: Evaluate | None, base: float | None, n_params: int,
+               score: Callable[[dict[str, Encoded]], float] | None,
+               ) -> tuple[dict[str, Any], dict[str, Encoded], PreTrainedModel]:
+    log.info("%s: encoding %d tensors", stage, len(sources))
+    target_report = None
+    if target_bytes is None:
+        encoded = encode_sources(sources, stage_config.spec)
+    else:
+        encoded, target_report = search_target(sources, stage_config, target_bytes,
+                                               lambda enc: serialized_size(build(enc)), score)
+        target_report["score"] = "log_perplexity" if score else "weight_distortion"
+    path = tmp / stage / CONTAINER_NAME
+    size = write_container(path, build(encoded))
+    start = time.perf_counter()
+    decoded = load_compressed(path)
+    decode_seconds = time.perf_counter() - start
+    evaluation = _evaluate(evaluate, decoded)
+    summary = summarize(encoded)
+    payload = sum(e.payload_bytes for e in encoded.values())
+    stats: dict[str, Any] = {
+        "path": f"{stage}/{CONTAINER_NAME}", "bytes": size, "n_params": n_params,
+        "bits_per_param": 8 * size / n_params, "fraction_fp32": size / (4 * n_params),
+        "fraction_bf16": size / (2 * n_params), "payload_bytes": payload, "overhead_bytes": size - payload,
+        "snr_db": summary["snr_db"], "groups": summary["groups"], "codecs": summary["codecs"],
+        "encode_seconds": sum(e.seconds for e in encoded.values()), "decode_seconds": decode_seconds,
+        "test_mean": evaluation["mean"] if evaluation else None,
+        "perplexity": evaluation.get("perplexity") if evaluation else None,
+        "retention": _retention(evaluation, base), "eval": evaluation,
+    }
+    if target_report is not None:
+        stats["target"] = target_report
+    return stats, encoded, decoded

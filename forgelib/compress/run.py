@@ -1,0 +1,47 @@
+"""The `compress` stage's entry point: compress the trained model in two stages and measure it.
+
+Accuracy is the real exact match on the test split of the model loaded back from each
+container; the ``--target-size`` search scores candidates on the validation split only, so the
+test split never steers a choice. Healing and VPTQ calibration draw batches from the train
+split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from forgelib.compress.config import CompressConfig
+from forgelib.compress.pipeline import compress_model
+from forgelib.data.batching import encode_rows, infinite_batches
+from forgelib.data.tasks import load_tasks
+from forgelib.eval.evaluate import evaluate_model
+from forgelib.io import write_json
+from forgelib.models.hf import load_tokenizer
+
+
+def run_compress(cfg: CompressConfig, *, data_dir: str | Path, input_dir: str | Path, out_dir: str | Path,
+                 stages: int = 2, target_size: float | None = None, metrics_path: str | Path | None = None,
+                 eval_limit: int | None = None, batch_size: int = 64) -> dict:
+    tasks = load_tasks(data_dir)
+    tokenizer = load_tokenizer(input_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    train_rows = encode_rows(tokenizer, [row for splits in tasks.values() for row in splits["train"]])
+
+    def batches(seed: int):
+        return infinite_batches(train_rows, batch_size=batch_size, pad_id=tokenizer.pad_token_id, seed=seed)
+
+    def calibration():
+        stream = batches(seed=cfg.seed + 1)
+        return [next(stream) for _ in range(cfg.calibration_batches)]
+
+    stats = compress_model(
+        input_dir, out_dir, cfg, stages=stages, target_size=target_size,
+        evaluate=lambda model: evaluate_model(model, tokenizer, tasks, split="test", limit=eval_limit),
+        search_evaluate=lambda model: evaluate_model(model, tokenizer, tasks, split="validation", limit=eval_limit),
+        heal_batches=batches(seed=cfg.seed) if cfg.heal.steps else None,
+        calibration_batches=calibration() if cfg.calibration_batches else None,
+    )
+    if metrics_path:
+        write_json(metrics_path, stats)
+    return stats

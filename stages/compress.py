@@ -1,0 +1,29 @@
+"""Stage `compress`: stage 1 (BitNet 1.58 + SeedLM), then stage 2 (VPTQ + HyperFn).
+
+Reads params `compress`; compresses `models/trained/` into `models/compressed/{stage1,final}/`
+(one safetensors container each, with codec metadata); writes `metrics/compress.json`: real
+container bytes, bits per parameter, fractions of fp32/bf16, test exact match, retention,
+perplexity, per-codec SNR, encode/decode times.
+"""
+
+import argparse
+
+from forgelib.compress.run import run_compress
+from forgelib.config import load_section
+from forgelib.runtime import stage
+
+
+@stage
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--input", default="models/trained")
+    parser.add_argument("--out", default="models/compressed")
+    args = parser.parse_args()
+    run_compress(load_section("compress", args.params), data_dir=args.data, input_dir=args.input,
+                 out_dir=args.out, metrics_path="metrics/compress.json")
+
+
+if __name__ == "__main__":
+    main()

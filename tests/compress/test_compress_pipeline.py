@@ -1,0 +1,191 @@
+"""End to end on a tiny Llama: compress, load, generate, decompress, size targets, healing."""
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from forgelib.compress import CONTAINER_NAME, CompressConfig, compress_model, decompress_to_dir, load_compressed
+from forgelib.compress.bitlinear import ternarize_weight
+from forgelib.compress.config import HealConfig
+from forgelib.compress.container import read_container
+from forgelib.compress.heal import heal
+from forgelib.errors import ForgeError
+from forgelib.models.build import build_llama, llama_config
+
+
+def make_evaluate(batch):
+    def evaluate(model):
+        out = model(**batch)
+        hits = (out.logits[:, :-1].argmax(-1) == batch["input_ids"][:, 1:]).float().mean()
+        return {"mean": float(hits), "perplexity": float(out.loss.exp())}
+    return evaluate
+
+
+def original_logits(model_dir, ids):
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_two_stage_default_pipeline(tiny_model_dir, token_batch, tmp_path):
+    out = tmp_path / "compressed"
+    config = CompressConfig.from_dict({"heal": {"steps": 4, "ramp_steps": 2}, "calibration_batches": 2})
+    stats = compress_model(tiny_model_dir, out, config, evaluate=make_evaluate(token_batch),
+                           heal_batches=itertools.repeat(token_batch),
+                           calibration_batches=itertools.repeat(token_batch))
+    assert json.loads((out / "stats.json").read_text())["final"]["bytes"] == stats["final"]["bytes"]
+    for stage in ("stage1", "final"):
+        s = stats[stage]
+        path = out / stage / CONTAINER_NAME
+        assert s["bytes"] == path.stat().st_size
+        assert s["fraction_fp32"] == pytest.approx(s["bytes"] / (4 * stats["n_params"]))
+        assert s["bits_per_param"] == pytest.approx(8 * s["bytes"] / stats["n_params"])
+        assert s["retention"] == pytest.approx(s["test_mean"] / stats["input_test_mean"])
+        model = load_compressed(path)
+        with torch.no_grad():
+            assert torch.isfinite(model(input_ids=token_batch["input_ids"]).logits).all()
+            generated = model.generate(token_batch["input_ids"][:2, :4], max_new_tokens=3, do_sample=False)
+        assert generated.shape == (2, 7)
+    assert stats["stage1"]["groups"]["mlp"]["codec"] == "bitnet158"
+    assert stats["stage1"]["groups"]["embeddings"]["codec"] == "seedlm"
+    assert stats["final"]["groups"]["attention"]["codec"] == "vptq"
+    assert stats["final"]["groups"]["lm_head"]["codec"] == "hyperfn"
+    assert stats["final"]["hessians"] == 15  # 2 layers x 7 linear + lm_head (vptq on its ladder)
+    assert stats["stage1"]["fraction_fp32"] < 0.25
+    healed = stats["stage1"]["heal"]
+    assert healed["steps"] == 4 and healed["retention_after"] == stats["stage1"]["retention"]
+    side_files = read_container(out / "final" / CONTAINER_NAME).files
+    assert sorted(side_files) == ["generation_config.json", "tokenizer.json"]
+    assert side_files["tokenizer.json"] == b'{"model": {"type": "char"}}'
+
+
+def test_mild_codecs_stay_close_and_keep_reuses_stage1(tiny_model_dir, token_batch, tmp_path):
+    config = CompressConfig.from_dict({
+        "stage1": {g: {"codec": "int8"} for g in ("attention", "mlp", "embeddings", "lm_head")} | {"norms": {"codec": "fp32"}},
+        "stage2": {"attention": {"codec": "keep"}, "mlp": {"codec": "keep"}, "embeddings": {"codec": "fp16"},
+                   "lm_head": {"codec": "fp16"}, "norms": {"codec": "fp32"}},
+    })
+    compress_model(tiny_model_dir, tmp_path / "c", config)
+    ids = token_batch["input_ids"]
+    reference = original_logits(tiny_model_dir, ids)
+    final = tmp_path / "c" / "final" / CONTAINER_NAME
+    with torch.no_grad():
+        logits = load_compressed(final)(input_ids=ids).logits
+    relative_error = float((logits - reference).norm() / reference.norm())
+    assert relative_error < 0.01, relative_error  # int8 weights: measured ~0.4%
+    stage1 = read_container(tmp_path / "c" / "stage1" / CONTAINER_NAME).entries
+    kept = read_container(final).entries["model.layers.0.mlp.up_proj.weight"]
+    assert kept.codec == "int8"
+    assert kept.payload.tensors["q"].equal(stage1["model.layers.0.mlp.up_proj.weight"].payload.tensors["q"])
+
+
+def test_decompress_to_dir_matches_load_compressed(tiny_model_dir, token_batch, tmp_path):
+    config = CompressConfig.from_dict({"stage1": {"embeddings": {"codec": "int8"}, "lm_head": {"codec": "int8"}}})
+    compress_model(tiny_model_dir, tmp_path / "c", config, stages=1)
+    container = tmp_path / "c" / "final" / CONTAINER_NAME
+    hf_dir = decompress_to_dir(container, tmp_path / "hf")
+    assert (hf_dir / "tokenizer.json").is_file() and (hf_dir / "README.md").is_file()
+    ids = token_batch["input_ids"]
+    with torch.no_grad():
+        a = load_compressed(container)(input_ids=ids).logits
+    assert torch.equal(a, original_logits(hf_dir, ids))
+
+
+def test_target_size_is_met_on_real_bytes(tiny_model_dir, token_batch, tmp_path):
+    linear = [{"codec": "vptq", "v": 2, "k": 16}, {"codec": "keep"}, {"codec": "vptq", "v": 8, "k": 16, "codebook_bits": 8}]
+    tables = [{"codec": "hyperfn"}, {"codec": "hyperfn", "n_points": 64}]
+    config = CompressConfig.from_dict({"stage2": {"ladder": {"attention": linear, "mlp": linear,
+                                                             "embeddings": tables, "lm_head": tables}}})
+    stats = compress_model(tiny_model_dir, tmp_path / "a", config, target_size=0.12,
+                           evaluate=make_evaluate(token_batch), search_evaluate=make_evaluate(token_batch))
+    final = stats["final"]
+    assert final["target"]["met"] and final["bytes"] <= 0.12 * stats["fp32_bytes"]
+    assert final["target"]["score"] == "log_perplexity"
+    assert final["target"]["path"][-1]["score"] == pytest.approx(math.log(final["perplexity"]))
+    assert final["bytes"] == (tmp_path / "a" / "final" / CONTAINER_NAME).stat().st_size
+    assert final["target"]["path"][0]["bytes"] > final["bytes"]  # it had to step down
+    # stage 1 alone cannot go below ternary linear layers: the walk ends on the smallest rungs
+    impossible = compress_model(tiny_model_dir, tmp_path / "b", CompressConfig(), stages=1, target_size=0.01)["final"]
+    assert not impossible["target"]["met"]
+    assert impossible["target"]["choice"]["embeddings"]["codec"] == "bitnet158"  # the last rung
+
+
+def test_heal_recovers_a_ternarized_model(token_batch):
+    model = build_llama(llama_config(vocab_size=40, hidden_size=32, num_layers=2, num_heads=2), seed=1)
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):  # memorise the batch in full precision first
+        loss = model(**token_batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def ternarized_loss():
+        with torch.no_grad():
+            saved = {n: p.clone() for n, p in model.named_parameters() if "layers" in n and p.dim() == 2}
+            for n, p in model.named_parameters():
+                if n in saved:
+                    p.copy_(ternarize_weight(p))
+            loss = float(model(**token_batch).loss)
+            for n, p in model.named_parameters():
+                if n in saved:
+                    p.copy_(saved[n])
+        return loss
+
+    before = ternarized_loss()
+    report = heal(model, itertools.repeat(token_batch), HealConfig(steps=40, lr=3e-3, ramp_steps=10),
+                  lambda name: "layers" in name, seed=0)
+    assert report["modules"] == 14 and all(type(m).__name__ != "BitLinear" for m in model.modules())
+    assert ternarized_loss() < 0.2 * before
+
+
+def test_config_parsing_names_bad_keys():
+    for raw, key in [({"stage3": {}}, r"compress\.stage3: unknown key"),
+                     ({"stage1": {"mlp": {"codec": "keep"}}}, r"compress\.stage1\.mlp: .*only valid in stage2"),
+                     ({"stage2": {"mlp": {"codec": "vptq", "v": 0}}}, r"compress\.stage2\.mlp\.v: expected"),
+                     ({"stage2": {"mlp": {"codec": "vptq", "vv": 4}}}, r"compress\.stage2\.mlp\.vv: unknown setting"),
+                     ({"stage2": {"mlp": {"codec": "zip"}}}, r"compress\.stage2\.mlp\.codec: unknown codec"),
+                     ({"heal": {"steps": 10, "ramp_steps": 10}}, r"compress\.heal\.ramp_steps: expected"),
+                     ({"heal": {"lr0": 1}}, r"compress\.heal\.lr0: unknown key"),
+                     ({"stage2_source": "x"}, r"compress\.stage2_source: expected"),
+                     ({"stage2": {"ladder": {"mlp": []}}}, r"compress\.stage2\.ladder\.mlp: expected"),
+                     ({"stage2": {"ladder": {"mlp": [{"codec": "vptq", "k": 5}]}}},
+                      r"compress\.stage2\.ladder\.mlp\[0\]\.k: expected")]:
+        with pytest.raises(ForgeError, match=key):
+            CompressConfig.from_dict(raw)
+    config = CompressConfig.from_dict({"stage2": {"mlp": {"codec": "vptq", "v": 4, "k": 16}}})
+    assert config.stage2.spec("mlp").config.v == 4 and config.stage2.spec("attention").codec == "vptq"
+    assert CompressConfig.from_dict(config.to_dict()) == config
+
+
+def test_bad_arguments_are_rejected(tiny_model_dir, tmp_path):
+    with pytest.raises(ForgeError, match="--stages"):
+        compress_model(tiny_model_dir, tmp_path / "x", stages=3)
+    with pytest.raises(ForgeError, match="--target-size"):
+        compress_model(tiny_model_dir, tmp_path / "x", target_size=0)
+    with pytest.raises(ForgeError, match="heal_batches"):
+        compress_model(tiny_model_dir, tmp_path / "x", CompressConfig(heal=HealConfig(steps=2)))
+    with pytest.raises(ForgeError, match="config.json"):
+        compress_model(tmp_path, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_tied_embeddings_are_stored_once(token_batch, tmp_path):
+    config = llama_config(vocab_size=40, hidden_size=32, num_layers=1, num_heads=2)
+    config.tie_word_embeddings = True
+    build_llama(config, seed=0).save_pretrained(tmp_path / "tied")
+    mild = {"stage1": {g: {"codec": "int8"} for g in ("attention", "mlp", "embeddings", "lm_head")}}
+    compress_model(tmp_path / "tied", tmp_path / "c", CompressConfig.from_dict(mild), stages=1)
+    container = tmp_path / "c" / "final" / CONTAINER_NAME
+    assert "lm_head.weight" not in read_container(container).entries
+    model = load_compressed(container)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    ids = token_batch["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    reference = original_logits(tmp_path / "tied", ids)
+    assert float((logits - reference).norm() / reference.norm()) < 0.01

@@ -1,0 +1,79 @@
+"""The container round-trips, counts its real bytes and refuses damaged files."""
+
+import pytest
+import torch
+
+from forgelib.compress.codecs.registry import get_codec, make_config
+from forgelib.compress.container import Container, Entry, read_container, serialized_size, write_container
+from forgelib.errors import ForgeError
+
+
+def sample_container():
+    g = torch.Generator().manual_seed(0)
+    entries = {}
+    for name, codec, shape in [("model.embed_tokens.weight", "int8", (16, 8)),
+                               ("model.layers.0.mlp.up_proj.weight", "bitnet158", (32, 8)),
+                               ("model.norm.weight", "fp16", (8,))]:
+        config = make_config(codec)
+        payload = get_codec(codec).encode(torch.randn(*shape, generator=g), config)
+        entries[name] = Entry(codec, {}, payload)
+    files = {"tokenizer.json": b'{"vocab": {"a": 3}}', "special.bin": bytes(range(256))}
+    return Container(entries, {"model_type": "llama", "hidden_size": 8}, files, {"stage": "test"})
+
+
+def test_round_trip_and_real_size(tmp_path):
+    original = sample_container()
+    path = tmp_path / "m.forge.safetensors"
+    size = write_container(path, original)
+    assert size == path.stat().st_size == serialized_size(original)
+    loaded = read_container(path)
+    assert loaded.model_config == original.model_config and loaded.files == original.files
+    assert loaded.info == original.info and list(loaded.entries) == sorted(original.entries)
+    for name, entry in original.entries.items():
+        got = loaded.entries[name]
+        assert got.codec == entry.codec and got.payload.meta == entry.payload.meta
+        for key, tensor in entry.payload.tensors.items():
+            assert got.payload.tensors[key].dtype == tensor.dtype and got.payload.tensors[key].equal(tensor)
+        decode = get_codec(entry.codec).decode
+        assert decode(got.payload).equal(decode(entry.payload))
+
+
+def test_flipped_data_byte_is_rejected(tmp_path):
+    path = tmp_path / "m.forge.safetensors"
+    write_container(path, sample_container())
+    data = bytearray(path.read_bytes())
+    data[-40] ^= 0x01  # inside the tensor data section
+    path.write_bytes(bytes(data))
+    with pytest.raises(ForgeError, match="checksum mismatch"):
+        read_container(path)
+
+
+def test_flipped_header_byte_is_rejected(tmp_path):
+    path = tmp_path / "m.forge.safetensors"
+    write_container(path, sample_container())
+    data = bytearray(path.read_bytes())
+    at = data.index(b'hidden_size') + 2  # inside the stored config.json string
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ForgeError):
+        read_container(path)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_truncated_container_is_rejected(tmp_path, keep):
+    path = tmp_path / "m.forge.safetensors"
+    size = write_container(path, sample_container())
+    path.write_bytes(path.read_bytes()[: int(size * keep)])
+    with pytest.raises(ForgeError, match="truncated or corrupt"):
+        read_container(path)
+
+
+def test_plain_safetensors_file_and_missing_file_are_rejected(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, path)
+    with pytest.raises(ForgeError, match="not a Forge container"):
+        read_container(path)
+    with pytest.raises(ForgeError, match="no such compressed container"):
+        read_container(tmp_path / "absent.safetensors")
