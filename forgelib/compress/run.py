@@ -24,8 +24,6 @@ def run_compress(cfg: CompressConfig, *, data_dir: str | Path, input_dir: str | 
                  eval_limit: int | None = None, batch_size: int = 64) -> dict:
     tasks = load_tasks(data_dir)
     tokenizer = load_tokenizer(input_dir)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     train_rows = encode_rows(tokenizer, [row for splits in tasks.values() for row in splits["train"]])
 
     def batches(seed: int):

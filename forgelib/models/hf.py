@@ -34,9 +34,14 @@ def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(path))
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as exc:
         raise ForgeError(f"{path}: cannot load a tokenizer ({exc})") from None
+    if tokenizer.pad_token is None:
+        # Batched training and generation need a pad id; padded positions are masked out, so
+        # reusing <eos> (the usual choice for causal LMs without one) changes no result.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def check_tokenizer_fits(model, tokenizer, where: str | Path) -> None:
@@ -57,10 +62,6 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32):
     tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     check_tokenizer_fits(model, tokenizer, path)
-    if tokenizer.pad_token is None:
-        # Batched training and generation need a pad id; padded positions are masked out, so
-        # reusing <eos> (the usual choice for causal LMs without one) changes no result.
-        tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
 
