@@ -101,26 +101,43 @@ def tasks():
 
 @app.command("test")
 def test_generation(
-    model_path: Path = typer.Option(..., "--model-path", help="An HF model directory."),
+    model_path: Path = typer.Option(..., "--model-path", help="An HF model directory or a compressed container (file or its directory)."),
     prompt: str = typer.Option(..., "--prompt", help="The prompt to complete."),
     max_new_tokens: int = typer.Option(64, help="Tokens to generate."),
     temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples."),
     seed: int = typer.Option(0, help="Sampling seed."),
 ):
     """Generate from a model, streaming tokens; uses the chat template when the model has one."""
+    from forgelib.compress.loader import load_model_any
     from forgelib.eval.generate import stream_generate
-    from forgelib.models.hf import load_model
 
-    model, tokenizer = _run(load_model, model_path)
+    model, tokenizer = _run(load_model_any, model_path)
     for piece in stream_generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
 
 
+def _evaluate_tasks(path: Path, data: Path, *, split: str, limit: Optional[int]) -> dict:
+    """The tasks benchmark on an HF directory or, decoded in memory, a compressed container."""
+    from forgelib.compress.loader import container_path, load_model_any
+    from forgelib.foundation.evaluation import evaluate_dir
+
+    if container_path(path) is None:
+        return evaluate_dir(path, data, split=split, limit=limit)
+    import torch
+
+    from forgelib.data.tasks import load_tasks
+    from forgelib.eval.evaluate import evaluate_model
+
+    model, tokenizer = load_model_any(path)
+    with torch.no_grad():
+        return evaluate_model(model, tokenizer, load_tasks(data), split=split, limit=limit)
+
+
 @app.command("eval")
 def eval_command(
-    model_dir: Optional[Path] = typer.Argument(None, help="An HF model directory (or use --model-path)."),
+    model_dir: Optional[Path] = typer.Argument(None, help="An HF model directory or a compressed container (or use --model-path)."),
     model_path: Optional[Path] = typer.Option(None, "--model-path", help="Same as MODEL_DIR."),
     benchmark: str = typer.Option("tasks", "--benchmark", help="'tasks' (the algorithmic suite) or 'humaneval'."),
     data: Path = typer.Option(Path("data"), help="Prepared data directory (tasks benchmark)."),
@@ -139,12 +156,10 @@ def eval_command(
 
         result = _run(run_humaneval, directory, samples=samples, ks=k, limit=limit, n_samples=n_samples, temperature=temperature)
     elif benchmark == "tasks":
-        from forgelib.foundation.evaluation import evaluate_dir
-
         if directory is None:
             typer.echo("error: pass a model directory (MODEL_DIR or --model-path)", err=True)
             raise typer.Exit(EXIT_BAD_INPUT)
-        result = _run(evaluate_dir, directory, data, split=split, limit=limit)
+        result = _run(_evaluate_tasks, directory, data, split=split, limit=limit)
     else:
         typer.echo(f"error: --benchmark: unknown benchmark {benchmark!r}; valid: tasks, humaneval", err=True)
         raise typer.Exit(EXIT_BAD_INPUT)

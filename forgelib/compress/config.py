@@ -174,9 +174,11 @@ class CompressConfig:
     heal: HealConfig = doc("Optional quantization-aware heal after ternarization.", default_factory=HealConfig)
     calibration_batches: int = doc("Calibration batches for the VPTQ Hessians (0: none, uniform weights).",
                                    default=8)
+    batch_size: int = doc("Train-split rows per heal step and per calibration batch.", default=64)
     seed: int = doc("Seeds the heal (torch RNG); codecs carry their own seeds.", default=0)
 
     def __post_init__(self) -> None:
+        check(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
         check(self.stage2_source in ("fp", "stage1"), "stage2_source", "'fp' or 'stage1'", self.stage2_source)
         check(self.calibration_batches >= 0, "calibration_batches", "an integer >= 0", self.calibration_batches)
 

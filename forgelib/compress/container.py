@@ -35,6 +35,7 @@ from forgelib.compress.codecs.base import Payload
 from forgelib.errors import ForgeError
 
 FORMAT = "forge-compressed/1"
+CONTAINER_NAME = "model.forge.safetensors"  # the file name inside a stage directory
 FILES_TENSOR = "__files__"
 SEP = ":"
 

@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from forgelib.compress.bitlinear import ramp, set_lambda, swap_bitlinear_for_linear, swap_linear_for_bitlinear
 from forgelib.compress.config import HealConfig
@@ -40,7 +41,7 @@ def heal(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], config
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            for step in range(config.steps):
+            for step in tqdm(range(config.steps), desc="heal", unit="step", leave=False):
                 set_lambda(model, ramp(step, config.ramp_steps))
                 batch = next(batch_iter, None)
                 if batch is None:

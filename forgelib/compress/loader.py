@@ -111,3 +111,41 @@ def decompress_to_dir(path: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
             f"Provenance: `{json.dumps(container.info, sort_keys=True)}`\n"
         ))
     return Path(out_dir)
+
+
+def container_path(path: str | os.PathLike) -> Path | None:
+    """The container ``path`` names (the file itself, or ``DIR/model.forge.safetensors``), else None."""
+    from forgelib.compress.container import CONTAINER_NAME
+
+    path = Path(path)
+    if path.is_file() and path.name.endswith(".forge.safetensors"):
+        return path
+    if path.is_dir() and (path / CONTAINER_NAME).is_file():
+        return path / CONTAINER_NAME
+    return None
+
+
+def load_model_any(path: str | os.PathLike):
+    """``(model, tokenizer)`` from a Hugging Face directory or a Forge container (file or its dir).
+
+    A container is decoded in memory; its tokenizer comes from the side files it carries, so a
+    compressed model runs wherever an uncompressed one does (``forge eval``, ``forge test``, the
+    ``humaneval`` stages) without a ``forge compression decompress`` step first.
+    """
+    import tempfile
+
+    from forgelib.models.hf import check_tokenizer_fits, load_model, load_tokenizer
+
+    found = container_path(path)
+    if found is None:
+        return load_model(path)
+    container = read_container(found)
+    model = build_empty_model(container.model_config)
+    load_into(model, decoded_tensors(container))
+    with tempfile.TemporaryDirectory(prefix="forge-tok-") as tmp:
+        for name, data in container.files.items():
+            (Path(tmp) / name).write_bytes(data)
+        (Path(tmp) / "config.json").write_text(json.dumps(container.model_config))
+        tokenizer = load_tokenizer(tmp)
+    check_tokenizer_fits(model, tokenizer, found)
+    return model.eval(), tokenizer

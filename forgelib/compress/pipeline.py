@@ -28,7 +28,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from forgelib.compress.codecs.registry import get_codec
 from forgelib.compress.config import CompressConfig, StageConfig
-from forgelib.compress.container import Container, serialized_size, write_container
+from forgelib.compress.container import CONTAINER_NAME, Container, serialized_size, write_container
 from forgelib.compress.encode import Encoded, summarize
 from forgelib.compress.groups import GROUPS, group_of
 from forgelib.compress.heal import heal
@@ -39,7 +39,6 @@ from forgelib.errors import ForgeError
 from forgelib.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
-CONTAINER_NAME = "model.forge.safetensors"
 Evaluate = Callable[[PreTrainedModel], Mapping[str, Any]]
 Batches = Iterable[Mapping[str, torch.Tensor]]
 

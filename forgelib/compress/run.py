@@ -21,13 +21,13 @@ from forgelib.models.hf import load_tokenizer
 
 def run_compress(cfg: CompressConfig, *, data_dir: str | Path, input_dir: str | Path, out_dir: str | Path,
                  stages: int = 2, target_size: float | None = None, metrics_path: str | Path | None = None,
-                 eval_limit: int | None = None, batch_size: int = 64) -> dict:
+                 eval_limit: int | None = None) -> dict:
     tasks = load_tasks(data_dir)
     tokenizer = load_tokenizer(input_dir)
     train_rows = encode_rows(tokenizer, [row for splits in tasks.values() for row in splits["train"]])
 
     def batches(seed: int):
-        return infinite_batches(train_rows, batch_size=batch_size, pad_id=tokenizer.pad_token_id, seed=seed)
+        return infinite_batches(train_rows, batch_size=cfg.batch_size, pad_id=tokenizer.pad_token_id, seed=seed)
 
     def calibration():
         stream = batches(seed=cfg.seed + 1)

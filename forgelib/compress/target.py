@@ -39,8 +39,11 @@ class Source:
 
 
 def encode_sources(sources: list[Source], spec_for: Callable[[str], CodecSpec]) -> dict[str, Encoded]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(sources, desc="encode", unit="tensor", leave=False, disable=len(sources) < 50)
     return {s.name: encode_tensor(s.tensor, s.group, spec_for(s.group), hessian=s.hessian, kept=s.kept,
-                                  reference=s.reference) for s in sources}
+                                  reference=s.reference) for s in bar}
 
 
 def _distortion(encoded: dict[str, Encoded], total_params: int) -> float:

@@ -1,0 +1,99 @@
+"""The per-phase HumanEval stages: config checks, metric assembly from real sandbox runs, the
+stage's errors, and loading a compressed container wherever a model directory is accepted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from forgelib.compress import CompressConfig, compress_model, load_compressed
+from forgelib.compress.loader import container_path, load_model_any
+from forgelib.config import HumanEvalConfig, parse_section
+from forgelib.errors import ForgeError
+from forgelib.eval import humaneval
+from forgelib.eval.humaneval_cli import score_phase
+from forgelib.models.hf import load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"limit": 0}, r"humaneval\.limit"),
+    ({"limit": 165}, r"humaneval\.limit"),
+    ({"max_new_tokens": 0}, r"humaneval\.max_new_tokens"),
+    ({"models": {"bad-name": "models/x"}}, r"humaneval\.models\.bad-name"),
+    ({"models": {"ok": ""}}, r"humaneval\.models\.ok"),
+    ({"modles": {}}, r"humaneval\.modles"),
+])
+def test_bad_humaneval_params_name_the_key(raw, key):
+    with pytest.raises(ForgeError, match=key):
+        parse_section({"humaneval": raw}, "humaneval")
+
+
+def test_embedded_default_has_no_humaneval_stages_and_the_profile_has_four():
+    default = parse_section(yaml.safe_load((ROOT / "params.yaml").read_text()), "humaneval")
+    profile = parse_section(yaml.safe_load((ROOT / "forgelib/profiles/smollm2.yaml").read_text()), "humaneval")
+    assert default == HumanEvalConfig(models={}, limit=164, max_new_tokens=384)
+    assert list(profile.models) == ["ancestor", "evolved", "trained", "compressed"]
+
+
+def test_score_phase_reports_real_sandbox_outcomes(monkeypatch, tmp_path):
+    problems = humaneval.load_problems()
+    first = list(problems.values())[:3]
+    canned = [{"task_id": p["task_id"], "completion": p["canonical_solution"]} for p in first[:2]]
+    canned.append({"task_id": first[2]["task_id"], "completion": "    return None\n"})
+    seen = {}
+
+    def fake_generate(model, tokenizer, probs, *, max_new_tokens, limit):
+        seen.update(limit=limit, max_new_tokens=max_new_tokens)
+        return canned
+
+    monkeypatch.setattr("forgelib.compress.loader.load_model_any", lambda path: (None, None))
+    monkeypatch.setattr(humaneval, "generate_samples", fake_generate)
+    out = tmp_path / "phase.samples.jsonl"
+    metrics = score_phase(tmp_path, limit=3, max_new_tokens=17, samples_out=out)
+    assert seen == {"limit": 3, "max_new_tokens": 17}
+    assert metrics["pass@1"] == pytest.approx(2 / 3)
+    assert (metrics["n_problems"], metrics["n_passed"], metrics["n_samples"]) == (3, 2, 3)
+    assert all(isinstance(v, (int, float, str)) for v in metrics.values())  # scalars: dvc metrics diff
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["passed"] for line in lines] == [True, True, False]
+    assert [line["task_id"] for line in lines] == [p["task_id"] for p in first]
+
+
+def test_stage_with_unknown_name_exits_2_naming_the_key(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"humaneval": {"models": {"ancestor": "models/base/ancestor"}}}))
+    proc = subprocess.run([sys.executable, str(ROOT / "stages/humaneval.py"), "trained", "--params", str(params),
+                           "--out", str(tmp_path / "m")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "humaneval.models has no entry 'trained'" in proc.stderr and "ancestor" in proc.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_load_model_any_reads_containers_like_model_dirs(tiny_trained, tmp_path):
+    model_dir, _ = tiny_trained
+    config = CompressConfig.from_dict({"stage1": {"embeddings": {"codec": "int8"}, "lm_head": {"codec": "int8"}}})
+    compress_model(model_dir, tmp_path / "c", config, stages=1)
+    container = tmp_path / "c" / "stage1" / "model.forge.safetensors"
+    assert container_path(tmp_path / "c" / "stage1") == container and container_path(container) == container
+    assert container_path(model_dir) is None
+    reference = load_compressed(container)
+    original_tok = load_tokenizer(model_dir)
+    ids = torch.tensor([original_tok("abc=cba")["input_ids"]])
+    for path in (container, container.parent):
+        model, tokenizer = load_model_any(path)
+        assert tokenizer("abc=cba")["input_ids"] == ids[0].tolist()
+        assert tokenizer.pad_token_id == original_tok.pad_token_id
+        with torch.no_grad():
+            assert torch.equal(model(ids).logits, reference(ids).logits)
+    model, _ = load_model_any(model_dir)  # a plain HF directory still loads as before
+    assert type(model).__name__ == "LlamaForCausalLM"
+    with pytest.raises(ForgeError, match="not found"):
+        load_model_any(tmp_path / "missing")
