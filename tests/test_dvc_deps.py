@@ -76,3 +76,28 @@ def test_closure_sees_function_level_imports(tmp_path):
     probe = ROOT / "stages" / "report.py"
     files = {str(f.relative_to(ROOT)) for f in closure(probe)}
     assert "forgelib/report.py" in files and "forgelib/config.py" in files
+
+
+def declared_params():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    for name, stage in dvc["stages"].items():
+        for entry in stage.get("do", stage).get("params", []):
+            for key in ([entry] if isinstance(entry, str) else [k for d in entry.values() for k in d]):
+                yield name, key
+
+
+@pytest.mark.parametrize("params_file", ["params.yaml", *sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / "forgelib" / "profiles").glob("*.yaml"))])
+def test_every_declared_param_exists_in_params_and_profiles(params_file):
+    # DVC refuses to run a stage whose declared params are missing from params.yaml, so a
+    # profile written by `forge init` must spell out every key dvc.yaml names.
+    data = yaml.safe_load((ROOT / params_file).read_text())
+    missing = []
+    for stage, key in declared_params():
+        node = data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                missing.append(f"{stage}: {key}")
+                break
+            node = node[part]
+    assert not missing, f"{params_file} lacks params declared in dvc.yaml: {missing}"
