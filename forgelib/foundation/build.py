@@ -12,6 +12,8 @@ import random
 import shutil
 from pathlib import Path
 
+import torch
+
 
 from forgelib.config import BaseConfig, TrainSettings
 from forgelib.configtools import to_dict
@@ -36,8 +38,14 @@ def _train_rows(tasks: dict, names: list[str]) -> list[dict]:
     return [row for name in names for row in tasks[name]["train"]]
 
 
-def import_ancestor(source: str, out_dir: Path) -> Path:
-    """Copy an HF directory or convert a GGUF model into ``out_dir``."""
+def import_ancestor(source: str, out_dir: Path) -> tuple[Path, dict]:
+    """Copy an HF directory or convert a GGUF model into ``out_dir``; return it and the import check.
+
+    The check compares the written directory with its source on a fixed prompt: the largest
+    absolute logit difference (0 for a lossless import) and whether both tokenizers agree.
+    """
+    from forgelib.models.gguf import verify_conversion
+
     if source.startswith(("gguf:", "package:")):
         from forgelib.models.gguf import find_packaged_gguf, import_gguf
 
@@ -45,18 +53,35 @@ def import_ancestor(source: str, out_dir: Path) -> Path:
             gguf = find_packaged_gguf(source.split(":", 1)[1].replace("-", "_"))
         else:
             gguf = Path(source[5:])
-        return import_gguf(gguf, out_dir)
+        import_gguf(gguf, out_dir)
+        return out_dir, verify_conversion(gguf, out_dir)
     src = require_model_dir(source, "base.source model directory")
     with atomic_dir(out_dir) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
-    return out_dir
+    return out_dir, compare_dirs(src, out_dir)
+
+
+@torch.no_grad()
+def compare_dirs(a: str | Path, b: str | Path, prompt: str = "def add(a, b):\n    return a + b\n") -> dict:
+    """The import check for a copied HF directory: same logits and token ids on ``prompt``."""
+    model_a, tok_a = load_model(a)
+    model_b, tok_b = load_model(b)
+    ids = tok_a(prompt, return_tensors="pt")["input_ids"]
+    diff = (model_a(ids).logits - model_b(ids).logits).abs().max().item()
+    return {"max_abs_logit_diff": diff, "tokenizer_match": ids[0].tolist() == tok_b(prompt)["input_ids"],
+            "n_prompt_tokens": ids.shape[1]}
 
 
 def build_ancestor(cfg: BaseConfig, data_dir: str | Path, out_dir: str | Path, metrics_dir: str | Path | None = None) -> Path:
     """Pretrain a fresh Llama ancestor on every task's train split, or import one."""
     out_dir = Path(out_dir)
     if cfg.source != "scratch":
-        return import_ancestor(cfg.source, out_dir)
+        # Nothing is trained, so the stage's curves directory holds the import check instead
+        # (one step); `dvc metrics show` then reports max_abs_logit_diff for the ancestor.
+        path, check = import_ancestor(cfg.source, out_dir)
+        with live_logger(metrics_dir) as log:
+            log(0, {"max_abs_logit_diff": check["max_abs_logit_diff"], "tokenizer_match": int(check["tokenizer_match"])})
+        return path
     tasks = load_tasks(data_dir)
     tokenizer = load_tokenizer(Path(data_dir) / "tokenizer")
     shape = cfg.model
