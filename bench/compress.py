@@ -4,6 +4,11 @@ with the papers' published operating points.
     python bench/compress.py                                # seeded Gaussian 256x256 matrix
     python bench/compress.py --model-dir models/trained     # the model's attention + MLP weights
     python bench/compress.py --model-dir M --data-dir data  # + retention on the test split
+    python bench/compress.py --model-dir models/evolved --match 'layers\.5\.mlp\.up_proj' --codecs vptq
+                                                            # one real tensor, one codec family
+
+The last form is how the SmolLM2 profile's codec settings were chosen (encode seconds per
+setting on a 576x1536 SmolLM2 matrix, with the SNR each buys).
 
 Bits per weight are measured from payload bytes (codebooks, scales and seeds included; the
 container header is not, it is per model, not per codec). SNR = 10 log10(sum w^2 / sum (w - w_hat)^2)
@@ -32,6 +37,9 @@ SETTINGS = [
     ("vptq", {"v": 4, "k": 256, "k_res": 256}), ("vptq", {"v": 4, "k": 256, "k_res": 16}),
     ("vptq", {"v": 4, "k": 256}), ("vptq", {"v": 6, "k": 4096}), ("vptq", {"v": 8, "k": 256}),
     ("vptq", {"v": 8, "k": 16, "codebook_bits": 8}),
+    # the SmolLM2 profile's fast settings (8 k-means iterations) and the one it rejected
+    ("vptq", {"v": 2, "k": 64, "k_res": 16, "kmeans_iters": 8, "codebook_bits": 8}),
+    ("vptq", {"v": 4, "k": 64, "k_res": 16, "kmeans_iters": 8, "codebook_bits": 8}),
     ("hyperfn", {"n_points": 4096}), ("hyperfn", {"n_points": 1024}), ("hyperfn", {"n_points": 256}),
     ("hyperfn", {"n_points": 64}),
 ]
@@ -130,10 +138,19 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=256)
     parser.add_argument("--cols", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--match", help="with --model-dir: only weights whose name matches this regex")
+    parser.add_argument("--codecs", help="comma list: only these codecs' settings (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     weights, model = weights_to_test(args.model_dir, args.rows, args.cols)
+    if args.match:
+        import re
+
+        weights = {n: w for n, w in weights.items() if re.search(args.match, n)}
+        if not weights:
+            parser.error(f"--match {args.match!r} selects no attention/MLP weight")
+    wanted = set(args.codecs.split(",")) if args.codecs else None
     retention, hessians, base = None, {}, None
     if args.data_dir:
         if model is None:
@@ -147,6 +164,8 @@ def main() -> None:
           + (f" {'retention':>9}" if retention else ""))
     results = {}
     for codec_name, settings in SETTINGS:
+        if wanted is not None and codec_name not in wanted:
+            continue
         r = run_setting(codec_name, settings, weights, hessians)
         results[(codec_name, str(settings))] = r
         line = (f"{codec_name:10} {str(settings):38} {r['bits']:7.3f} {r['snr']:7.2f} "
@@ -155,6 +174,8 @@ def main() -> None:
             line += f" {retention(r['decoded']):9.3f}"
         print(line, flush=True)
 
+    if wanted is not None:
+        return
     print("\nSeedLM search throughput (C=8, P=3, K=16, one thread per --threads):")
     for seeds, rate in seedlm_throughput(weights):
         print(f"  {seeds:6d} seeds: {rate:9.1f} blocks/s  ({rate * seeds / 1e6:.1f}M block-seed pairs/s)")

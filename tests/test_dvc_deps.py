@@ -81,12 +81,14 @@ def test_closure_sees_function_level_imports(tmp_path):
 def declared_params():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     for name, stage in dvc["stages"].items():
+        if "foreach" in stage:  # `foreach: ${a.b}` reads a.b from params.yaml too
+            yield name, stage["foreach"].strip("${}")
         for entry in stage.get("do", stage).get("params", []):
             for key in ([entry] if isinstance(entry, str) else [k for d in entry.values() for k in d]):
                 yield name, key
 
 
-@pytest.mark.parametrize("params_file", ["params.yaml", *sorted(
+@pytest.mark.parametrize("params_file", ["params.yaml", "tests/smoke_params.yaml", *sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / "forgelib" / "profiles").glob("*.yaml"))])
 def test_every_declared_param_exists_in_params_and_profiles(params_file):
     # DVC refuses to run a stage whose declared params are missing from params.yaml, so a
