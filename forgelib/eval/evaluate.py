@@ -31,18 +31,48 @@ def load_metric(name: str):
     return evaluate.load(str(METRICS_DIR / name))
 
 
+LOGITS_BUDGET = 256 << 20
+"""Bytes of float32 logits one scoring forward pass may produce. With a 49k vocabulary, 40 rows
+of 160 tokens already make 1.25 GB of logits; the embedded default's 51-token vocabulary never
+comes near the budget, so its batches (and results) do not depend on it."""
+
+
+def _row_batches(encoded: list, batch_size: int, vocab: int) -> list[list]:
+    """Consecutive slices of at most ``batch_size`` rows whose padded logits fit LOGITS_BUDGET
+    (a single row always forms a batch, however long)."""
+    out, current, longest = [], [], 0
+    for row in encoded:
+        width = max(longest, len(row[0]))
+        if current and (len(current) == batch_size or (len(current) + 1) * width * vocab * 4 > LOGITS_BUDGET):
+            out.append(current)
+            current, width = [], len(row[0])
+        current.append(row)
+        longest = width
+    return out + ([current] if current else [])
+
+
+def _vocab(model) -> int:
+    return model.get_output_embeddings().weight.shape[0]
+
+
 @torch.no_grad()
 def answer_nll(model, tokenizer, rows, *, batch_size: int = 256) -> tuple[list[float], list[int]]:
-    """Summed NLL (nats) and scored-token count of each row's answer + ``<eos>``."""
+    """Summed NLL (nats) and scored-token count of each row's answer + ``<eos>``.
+
+    The log-softmax runs only at the scored positions (the answer is a few tokens of a long
+    prompt), which keeps a large vocabulary's memory to one logits tensor.
+    """
     encoded = encode_rows(tokenizer, rows)
     nll, counts = [], []
-    for start in range(0, len(encoded), batch_size):
-        batch = collate(encoded[start : start + batch_size], tokenizer.pad_token_id)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    for chunk in _row_batches(encoded, batch_size, _vocab(model)):
+        batch = collate(chunk, tokenizer.pad_token_id)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         labels = batch["labels"][:, 1:]
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         mask = labels != -100
-        picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+        logp = torch.log_softmax(logits[mask].float(), dim=-1)
+        del logits
+        picked = torch.zeros(mask.shape, dtype=logp.dtype)
+        picked[mask] = logp.gather(-1, labels[mask].unsqueeze(-1)).squeeze(-1)
         nll += (-picked.sum(dim=1)).tolist()
         counts += mask.sum(dim=1).tolist()
     return nll, counts
@@ -61,8 +91,8 @@ def forced_exact_match(model, tokenizer, rows, *, batch_size: int = 256) -> list
     """
     encoded = encode_rows(tokenizer, rows)
     hits: list[bool] = []
-    for start in range(0, len(encoded), batch_size):
-        batch = collate(encoded[start : start + batch_size], tokenizer.pad_token_id)
+    for chunk in _row_batches(encoded, batch_size, _vocab(model)):
+        batch = collate(chunk, tokenizer.pad_token_id)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"][:, 1:]
         predicted = logits[:, :-1].argmax(dim=-1)

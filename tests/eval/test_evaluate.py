@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from forgelib.cli import app
 from forgelib.data.tasks import load_tasks
-from forgelib.eval.evaluate import answer_nll, evaluate_model, forced_exact_match, load_metric
+from forgelib.eval import evaluate as evaluate_module
+from forgelib.eval.evaluate import _row_batches, answer_nll, evaluate_model, forced_exact_match, load_metric
 from forgelib.eval.generate import greedy_answers
 from forgelib.models.hf import load_model
 
@@ -37,6 +38,28 @@ def test_answer_nll_matches_manual_log_softmax(tiny_trained):
     manual = -sum(logp[t - 1, ids[t]].item() for t in range(prompt_len, len(ids)))
     assert count == [3]
     assert nll[0] == pytest.approx(manual, rel=1e-5)
+
+
+def test_row_batches_keep_order_and_the_logits_budget(monkeypatch):
+    rows = [([1] * n, [1] * n) for n in (3, 10, 4, 4, 20, 2, 2, 2)]
+    monkeypatch.setattr(evaluate_module, "LOGITS_BUDGET", 4 * 10 * 50 * 2)  # two rows of width 10 at vocab 50
+    chunks = _row_batches(rows, batch_size=3, vocab=50)
+    assert [row for chunk in chunks for row in chunk] == rows  # every row, in order
+    assert [len(c) for c in chunks] == [2, 2, 1, 3]  # 20 tokens alone exceed the budget: a batch of its own
+    for chunk in chunks:
+        assert len(chunk) <= 3
+        assert len(chunk) == 1 or len(chunk) * max(len(r[0]) for r in chunk) * 50 * 4 <= 4 * 10 * 50 * 2
+
+
+def test_scoring_under_a_small_logits_budget_gives_the_same_results(tiny_trained, tiny_data, monkeypatch):
+    model, tokenizer = load_model(tiny_trained[0])
+    rows = list(load_tasks(tiny_data)["reverse"]["test"])
+    nll, counts = answer_nll(model, tokenizer, rows)
+    hits = forced_exact_match(model, tokenizer, rows)
+    monkeypatch.setattr(evaluate_module, "LOGITS_BUDGET", 4 * 16 * len(tokenizer) * 3)  # ~3 rows per pass
+    small_nll, small_counts = answer_nll(model, tokenizer, rows)
+    assert small_counts == counts and forced_exact_match(model, tokenizer, rows) == hits
+    assert max(abs(a - b) for a, b in zip(nll, small_nll)) < 1e-4
 
 
 def test_sft_loss_decreases(tiny_trained):
