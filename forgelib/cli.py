@@ -118,23 +118,6 @@ def test_generation(
     sys.stdout.write("\n")
 
 
-def _evaluate_tasks(path: Path, data: Path, *, split: str, limit: Optional[int]) -> dict:
-    """The tasks benchmark on an HF directory or, decoded in memory, a compressed container."""
-    from forgelib.compress.loader import container_path, load_model_any
-    from forgelib.foundation.evaluation import evaluate_dir
-
-    if container_path(path) is None:
-        return evaluate_dir(path, data, split=split, limit=limit)
-    import torch
-
-    from forgelib.data.tasks import load_tasks
-    from forgelib.eval.evaluate import evaluate_model
-
-    model, tokenizer = load_model_any(path)
-    with torch.no_grad():
-        return evaluate_model(model, tokenizer, load_tasks(data), split=split, limit=limit)
-
-
 @app.command("eval")
 def eval_command(
     model_dir: Optional[Path] = typer.Argument(None, help="An HF model directory or a compressed container (or use --model-path)."),
@@ -159,7 +142,10 @@ def eval_command(
         if directory is None:
             typer.echo("error: pass a model directory (MODEL_DIR or --model-path)", err=True)
             raise typer.Exit(EXIT_BAD_INPUT)
-        result = _run(_evaluate_tasks, directory, data, split=split, limit=limit)
+        from forgelib.compress.loader import load_model_any
+        from forgelib.foundation.evaluation import evaluate_dir
+
+        result = _run(evaluate_dir, directory, data, split=split, limit=limit, load=load_model_any)
     else:
         typer.echo(f"error: --benchmark: unknown benchmark {benchmark!r}; valid: tasks, humaneval", err=True)
         raise typer.Exit(EXIT_BAD_INPUT)

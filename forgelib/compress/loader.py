@@ -88,7 +88,10 @@ def load_into(model: PreTrainedModel, tensors: Iterator[tuple[str, torch.Tensor]
 
 def load_compressed(path: str | os.PathLike) -> PreTrainedModel:
     """A runnable fp32 causal LM (e.g. ``LlamaForCausalLM``) decoded from a container file."""
-    container = read_container(path)
+    return _decoded_model(read_container(path))
+
+
+def _decoded_model(container: Container) -> PreTrainedModel:
     model = build_empty_model(container.model_config)
     load_into(model, decoded_tensors(container))
     return model
@@ -140,8 +143,7 @@ def load_model_any(path: str | os.PathLike):
     if found is None:
         return load_model(path)
     container = read_container(found)
-    model = build_empty_model(container.model_config)
-    load_into(model, decoded_tensors(container))
+    model = _decoded_model(container)
     with tempfile.TemporaryDirectory(prefix="forge-tok-") as tmp:
         for name, data in container.files.items():
             (Path(tmp) / name).write_bytes(data)

@@ -13,9 +13,13 @@ from forgelib.models.hf import load_model
 
 
 def evaluate_dir(model_dir: str | Path, data_dir: str | Path, *, split: str = "test", limit: int | None = None,
-                 batch_size: int = 256) -> dict:
-    """Load a model directory and evaluate it on every task (the `forge eval` JSON)."""
-    model, tokenizer = load_model(model_dir)
+                 batch_size: int = 256, load=load_model) -> dict:
+    """Load a model and evaluate it on every task (the `forge eval` JSON).
+
+    ``load(path) -> (model, tokenizer)``: `forge eval` passes one that also reads compressed
+    containers; the `base` stage keeps the plain HF loader and so does not depend on that code.
+    """
+    model, tokenizer = load(model_dir)
     with torch.no_grad():
         return evaluate_model(model, tokenizer, load_tasks(data_dir), split=split, limit=limit, batch_size=batch_size)
 
