@@ -173,29 +173,51 @@ class ReportConfig:
 
 @dataclass(frozen=True)
 class BaseGates:
+    """Claims on the specialists: each adds its skill and keeps what the ancestor knew."""
+
     min_specialist_accuracy: float = doc(
-        "Each specialist's test exact-match on its own family must reach this.", default=0.85
-    )
+        "Each specialist's test exact match on its own family must reach this.", default=0.9)
     specialists_beat_ancestor: bool = doc("Each specialist must beat the ancestor on its own family.", default=True)
+    min_other_family_ratio: float = doc(
+        "On every other family where the ancestor scores >= 0.05, each specialist must keep at least "
+        "this fraction of the ancestor's score (0 disables).", default=0.9)
 
 
 @dataclass(frozen=True)
 class EvoMergeGates:
-    evolved_beats_best_parent: bool = doc("Evolved test mean must exceed the best parent's.", default=True)
-    min_ratio_to_best_parent: float = doc("Evolved test mean / best parent's test mean must reach this.", default=1.0)
+    """Claims on the merge: it beats every single model and approaches the oracle."""
+
+    evolved_beats_ancestor: bool = doc("Evolved test mean must exceed the ancestor's (the merge's base).",
+                                       default=True)
+    evolved_beats_best_single_model: bool = doc(
+        "Evolved test mean must exceed the best single model's (the ancestor or any specialist).", default=True)
+    min_evolved_to_oracle: float = doc(
+        "Evolved test mean / oracle (per family the best parent's score, averaged) must reach this.",
+        default=0.95)
 
 
 @dataclass(frozen=True)
 class TrainGates:
-    min_test_mean: float = doc("The trained model's test mean must reach this.", default=0.0)
-    min_ratio_to_input: float = doc("Trained test mean / its input model's must reach this.", default=0.95)
+    """Claims on the Forge loop: the modular family groks, and no other family is lost."""
+
+    min_modular_accuracy: float = doc(
+        "The trained model's test exact match on the modular family (x+y, x*y mod 97) must reach this.",
+        default=0.9)
+    min_family_ratio_to_input: float = doc(
+        "Every other family where the input scores >= 0.05 must keep this fraction of its input score.",
+        default=0.97)
 
 
 @dataclass(frozen=True)
 class CompressGates:
-    max_final_fraction_fp32: float = doc("Final container bytes / fp32 bytes must not exceed this.", default=0.25)
-    min_final_retention: float = doc("Final test mean / input test mean must reach this.", default=0.5)
-    min_stage1_retention: float = doc("Stage-1 retention must reach this.", default=0.5)
+    """Claims on compression: each stage's size (container file, header included) and retention."""
+
+    max_stage1_fraction_fp32: float = doc("Stage-1 container bytes / fp32 bytes must not exceed this.",
+                                          default=0.23)
+    min_stage1_retention: float = doc("Stage-1 test mean / input test mean must reach this.", default=0.94)
+    max_final_fraction_fp32: float = doc("Final container bytes / fp32 bytes must not exceed this.", default=0.10)
+    min_final_retention: float = doc("Final test mean / input test mean must reach this.", default=0.92)
+    final_smaller_than_stage1: bool = doc("The final container must be smaller than stage 1's.", default=True)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ def base_rows(m: dict) -> list[dict]:
 def evomerge_rows(m: dict) -> list[dict]:
     return [
         {"phase": "evomerge", "model": "evolved", "test_mean": m["evolved_test_mean"]},
+        {"phase": "evomerge", "model": "oracle (best parent per family)", "test_mean": m["oracle_test_mean"]},
         {"phase": "evomerge", "model": "uniform task arithmetic", "test_mean": m["uniform_task_arithmetic_test_mean"]},
     ]
 
@@ -41,42 +42,70 @@ def compress_rows(m: dict) -> list[dict]:
     ]
 
 
+HEADROOM = 0.05
+"""Ratios are only claimed on families where the reference scores at least this: a ratio to a
+near-zero score says nothing."""
+
+
 def base_gates(m: dict, g: GatesConfig) -> list[Gate]:
     gates = []
+    ancestor = m["models"]["ancestor"]["families"]
     for name, fam in m["specialists"].items():
-        own = m["models"][name]["families"][fam]
-        anc = m["models"]["ancestor"]["families"][fam]
+        families = m["models"][name]["families"]
+        own, anc = families[fam], ancestor[fam]
         gates.append((f"base.{name}.own_family", own >= g.base.min_specialist_accuracy, f"{own:.3f} >= {g.base.min_specialist_accuracy}"))
         if g.base.specialists_beat_ancestor:
             gates.append((f"base.{name}.beats_ancestor", own > anc, f"{own:.3f} > ancestor {anc:.3f}"))
+        if g.base.min_other_family_ratio > 0:
+            ratios = {f: families[f] / ancestor[f] for f in families if f != fam and ancestor[f] >= HEADROOM}
+            worst = min(ratios, key=ratios.get)
+            gates.append((f"base.{name}.keeps_other_families", ratios[worst] >= g.base.min_other_family_ratio,
+                          f"min ratio to ancestor {ratios[worst]:.3f} ({worst}) >= {g.base.min_other_family_ratio}"))
     return gates
 
 
 def evomerge_gates(m: dict, g: GatesConfig) -> list[Gate]:
-    evo, best = m["evolved_test_mean"], m["best_parent_test_mean"]
-    ratio = evo / best if best else float("inf")
-    gates = [("evomerge.ratio_to_best_parent", ratio >= g.evomerge.min_ratio_to_best_parent, f"{ratio:.3f} >= {g.evomerge.min_ratio_to_best_parent}")]
-    if g.evomerge.evolved_beats_best_parent:
-        gates.append(("evomerge.beats_best_parent", evo > best, f"{evo:.3f} > {best:.3f}"))
+    evo, anc, single = m["evolved_test_mean"], m["ancestor_test_mean"], m["best_single_model_test_mean"]
+    gates = []
+    if g.evomerge.evolved_beats_ancestor:
+        gates.append(("evomerge.beats_ancestor", evo > anc, f"{evo:.3f} > ancestor {anc:.3f}"))
+    if g.evomerge.evolved_beats_best_single_model:
+        gates.append(("evomerge.beats_best_single_model", evo > single,
+                      f"{evo:.3f} > {m['best_single_model']} {single:.3f}"))
+    ratio = m["evolved_to_oracle"]
+    gates.append(("evomerge.evolved_to_oracle", ratio >= g.evomerge.min_evolved_to_oracle,
+                  f"{ratio:.3f} >= {g.evomerge.min_evolved_to_oracle} (oracle {m['oracle_test_mean']:.3f})"))
     return gates
 
 
 def train_gates(m: dict, g: GatesConfig) -> list[Gate]:
-    ratio = m["test_mean"] / m["input_test_mean"] if m["input_test_mean"] else float("inf")
-    return [
-        ("train.min_test_mean", m["test_mean"] >= g.train.min_test_mean, f"{m['test_mean']:.3f} >= {g.train.min_test_mean}"),
-        ("train.ratio_to_input", ratio >= g.train.min_ratio_to_input, f"{ratio:.3f} >= {g.train.min_ratio_to_input}"),
-    ]
+    trained, before = m["trained"]["families"], m["input"]["families"]
+    gates = []
+    if "modular" in trained:
+        modular = trained["modular"]
+        gates.append(("train.modular_accuracy", modular >= g.train.min_modular_accuracy,
+                      f"{modular:.3f} >= {g.train.min_modular_accuracy} (input {before['modular']:.3f})"))
+    ratios = {f: trained[f] / before[f] for f in trained if f != "modular" and before[f] >= HEADROOM}
+    if ratios:
+        worst = min(ratios, key=ratios.get)
+        gates.append(("train.keeps_other_families", ratios[worst] >= g.train.min_family_ratio_to_input,
+                      f"min ratio to input {ratios[worst]:.3f} ({worst}) >= {g.train.min_family_ratio_to_input}"))
+    return gates
 
 
 def compress_gates(m: dict, g: GatesConfig) -> list[Gate]:
     c = g.compress
     final, stage1 = m["final"], m["stage1"]
-    return [
+    gates = [
+        ("compress.stage1_fraction_fp32", stage1["fraction_fp32"] <= c.max_stage1_fraction_fp32, f"{stage1['fraction_fp32']:.4f} <= {c.max_stage1_fraction_fp32}"),
+        ("compress.stage1_retention", stage1["retention"] >= c.min_stage1_retention, f"{stage1['retention']:.3f} >= {c.min_stage1_retention}"),
         ("compress.final_fraction_fp32", final["fraction_fp32"] <= c.max_final_fraction_fp32, f"{final['fraction_fp32']:.4f} <= {c.max_final_fraction_fp32}"),
         ("compress.final_retention", final["retention"] >= c.min_final_retention, f"{final['retention']:.3f} >= {c.min_final_retention}"),
-        ("compress.stage1_retention", stage1["retention"] >= c.min_stage1_retention, f"{stage1['retention']:.3f} >= {c.min_stage1_retention}"),
     ]
+    if c.final_smaller_than_stage1:
+        gates.append(("compress.final_smaller_than_stage1", final["bytes"] < stage1["bytes"],
+                      f"{final['bytes']} B < stage 1 {stage1['bytes']} B"))
+    return gates
 
 
 PHASES: dict[str, tuple[Callable[[dict], list[dict]], Callable[[dict, GatesConfig], list[Gate]]]] = {

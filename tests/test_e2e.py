@@ -67,11 +67,25 @@ def test_specialists_beat_ancestor_on_own_family(clone):
 
 def test_every_phase_writes_its_contract(clone):
     evo = json.loads((clone / "metrics" / "evomerge.json").read_text())
-    assert {"evolved_test_mean", "best_parent_test_mean", "uniform_task_arithmetic_test_mean", "generations"} <= set(evo)
+    assert {"evolved_test_mean", "best_parent_test_mean", "uniform_task_arithmetic_test_mean", "generations",
+            "ancestor_test_mean", "oracle_test_mean", "evolved_to_oracle", "best_single_model_test_mean"} <= set(evo)
     assert all(set(g) >= {"best", "mean", "worst"} for g in evo["generations"])
+    base = json.loads((clone / "metrics" / "base.json").read_text())
+    singles = [base["models"][name] for name in ("ancestor", *base["specialists"])]
+    # the oracle is per family the best of the ancestor and the specialists, averaged
+    oracle = {f: max(m["families"][f] for m in singles) for f in singles[0]["families"]}
+    assert evo["oracle_test_mean"] == pytest.approx(sum(oracle.values()) / len(oracle))
+    assert evo["evolved_to_oracle"] == pytest.approx(evo["evolved_test_mean"] / evo["oracle_test_mean"])
+    assert evo["best_single_model_test_mean"] == pytest.approx(max(m["mean"] for m in singles))
+    train = json.loads((clone / "metrics" / "train.json").read_text())
+    assert {"test_mean", "input_test_mean", "steps_to_modular_0_9", "trained"} <= set(train)
+    assert "families" in train["trained"]
     comp = json.loads((clone / "metrics" / "compress.json").read_text())
     for stage in ("stage1", "final"):
-        assert {"bytes", "n_params", "bits_per_param", "fraction_fp32", "test_mean", "retention"} <= set(comp[stage])
+        assert {"bytes", "n_params", "bits_per_param", "fraction_fp32", "test_mean", "retention",
+                "payload_bits_per_linear_weight"} <= set(comp[stage])
+        assert comp[stage]["bytes"] == (clone / "models" / "compressed" / stage / "model.forge.safetensors").stat().st_size
+    assert comp["final"]["input"] == "stage1"
     assert "input_test_mean" in comp
     assert (clone / "models" / "evolved" / "recipe.yaml").is_file()
     assert (clone / "metrics" / "summary.md").is_file()

@@ -149,8 +149,10 @@ class HealConfig:
                           default=0)
     weight_decay: float = doc("AdamW weight decay.", default=0.0)
     max_grad_norm: float = doc("Gradient clipping norm (0 disables).", default=1.0)
-    quantize_activations: bool = doc("Also fake-quantize linear inputs to int8 per token (BitNet W1.58A8).",
-                                     default=True)
+    quantize_activations: bool = doc(
+        "Also fake-quantize linear inputs to int8 per token while healing (BitNet W1.58A8). The "
+        "shipped container runs with fp activations, so a heal with this on optimises a model that "
+        "is not the one evaluated.", default=False)
 
     def __post_init__(self) -> None:
         check(self.steps >= 0, "steps", "an integer >= 0", self.steps)
@@ -169,8 +171,9 @@ class CompressConfig:
     stage2: Stage2Config = doc("Stage 2 (final) codec per group (VPTQ + HyperFn by default).",
                                default_factory=Stage2Config)
     stage2_source: Literal["fp", "stage1"] = doc(
-        "What stage 2 encodes: 'fp', the input model's full-precision weights (before any healing); "
-        "'stage1', stage 1's decoded weights (errors compound).", default="fp")
+        "What stage 2 encodes: 'stage1', stage 1's output (its decoded weights; Agent Forge's chain, "
+        "so errors compound); 'fp', the input model's full-precision weights (before any healing).",
+        default="stage1")
     heal: HealConfig = doc("Optional quantization-aware heal after ternarization.", default_factory=HealConfig)
     calibration_batches: int = doc("Calibration batches for the VPTQ Hessians (0: none, uniform weights).",
                                    default=8)

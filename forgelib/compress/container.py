@@ -1,19 +1,22 @@
-"""The compressed-model container: ONE safetensors file, self-describing and checksummed.
+"""The compressed-model container: ONE safetensors file, self-describing, compact and checksummed.
 
-Layout (everything counts towards the file's byte size, which is the size we report):
+Layout (everything counts towards the file's byte size, which is the size we report). The file
+holds three uint8 tensors, so the safetensors header itself stays a few hundred bytes whatever
+the number of weights (format 1 stored one tensor per payload part plus JSON metadata: 7-13 KB of
+header for the embedded default's 21 weights, more than most groups' payload):
 
-* tensors ``<weight name>:<payload key>``: every codec payload (packed indices, codebooks,
-  trits, seeds, uncompressed norms, ...);
-* tensor ``__files__``: zlib-compressed bytes of the model directory's side files (tokenizer,
-  generation config), so the container alone rebuilds a full HF directory;
-* header metadata (JSON strings): ``format``; ``entries`` (per weight: codec, index into
-  ``configs``, payload meta); ``configs`` (distinct codec settings, stored once);
-  ``model_config`` (config.json); ``files`` (name -> [offset, length] in the ``__files__`` blob);
-  ``info`` (free-form provenance); ``checksum``.
+* ``__payload__``: every codec payload tensor (packed indices, codebooks, trits, seeds, norms ...)
+  as raw bytes, one after another;
+* ``__index__``: zlib-compressed JSON: per weight its codec, an index into ``configs`` (distinct
+  codec settings, stored once), the payload ``meta``, and per part ``[dtype, shape, offset,
+  nbytes]`` into ``__payload__``; plus ``model_config`` (config.json), ``files`` (name ->
+  ``[offset, length]`` in the ``__files__`` blob) and ``info`` (free-form provenance);
+* ``__files__``: zlib-compressed bytes of the model directory's side files (tokenizer,
+  generation config), so the container alone rebuilds a full HF directory.
 
-``checksum`` is the sha256 of the other metadata strings and of every tensor's name, dtype, shape
-and bytes, in sorted order. A flipped byte anywhere, or a truncated file, fails with a ForgeError
-instead of decoding to garbage weights.
+The safetensors metadata holds only ``format`` and ``checksum``: the sha256 of the three tensors'
+bytes. A flipped byte anywhere, or a truncated file, fails with a ForgeError instead of decoding
+to garbage weights.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ from safetensors.torch import save, save_file
 from forgelib.compress.codecs.base import Payload
 from forgelib.errors import ForgeError
 
-FORMAT = "forge-compressed/1"
+FORMAT = "forge-compressed/2"
 CONTAINER_NAME = "model.forge.safetensors"  # the file name inside a stage directory
-FILES_TENSOR = "__files__"
-SEP = ":"
+PAYLOAD_TENSOR, INDEX_TENSOR, FILES_TENSOR = "__payload__", "__index__", "__files__"
+_DTYPES = {str(d).removeprefix("torch."): d for d in (
+    torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16, torch.bfloat16, torch.float32,
+    torch.float64, torch.bool)}
 
 
 @dataclass
@@ -61,42 +66,43 @@ def _compact(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True)
 
 
-def _digest(metadata: dict[str, str], tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+def _bytes_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
     sha = hashlib.sha256()
-    for key in sorted(metadata):
-        if key != "checksum":
-            sha.update(f"{key}\0{metadata[key]}\0".encode())
-    for name, tensor in tensors:
-        sha.update(f"{name}\0{tensor.dtype}\0{list(tensor.shape)}\0".encode())
-        sha.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    for name in (PAYLOAD_TENSOR, INDEX_TENSOR, FILES_TENSOR):
+        data = tensors[name].numpy().tobytes()
+        sha.update(f"{name}\0{len(data)}\0".encode())
+        sha.update(data)
     return sha.hexdigest()
 
 
 def _serialize(container: Container) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    tensors: dict[str, torch.Tensor] = {}
-    configs: list[str] = []
-    entries: dict[str, Any] = {}
+    payload, configs, entries = bytearray(), [], {}
     for name, entry in container.entries.items():
-        if SEP in name:
-            raise ForgeError(f"tensor name {name!r} contains {SEP!r}, which the container reserves")
         settings = _compact({"codec": entry.codec, "settings": entry.config})
         if settings not in configs:
             configs.append(settings)
-        entries[name] = {"codec": entry.codec, "config": configs.index(settings), "meta": entry.payload.meta}
+        parts = {}
         for key in sorted(entry.payload.tensors):
-            tensors[f"{name}{SEP}{key}"] = entry.payload.tensors[key].contiguous()
+            tensor = entry.payload.tensors[key].detach().contiguous().cpu()
+            data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+            parts[key] = [str(tensor.dtype).removeprefix("torch."), list(tensor.shape), len(payload), len(data)]
+            payload += data
+        entries[name] = {"codec": entry.codec, "config": configs.index(settings), "meta": entry.payload.meta,
+                         "parts": parts}
     blob, manifest = bytearray(), {}
     for fname in sorted(container.files):
         manifest[fname] = [len(blob), len(container.files[fname])]
         blob += container.files[fname]
-    tensors[FILES_TENSOR] = torch.frombuffer(bytearray(zlib.compress(bytes(blob), 9)), dtype=torch.uint8)
-    metadata = {
-        "format": FORMAT, "entries": _compact(entries), "configs": "[" + ",".join(configs) + "]",
-        "model_config": _compact(container.model_config), "files": _compact(manifest),
-        "info": _compact(container.info),
-    }
-    metadata["checksum"] = _digest(metadata, sorted(tensors.items()))
-    return tensors, metadata
+    index = {"entries": entries, "configs": [json.loads(c) for c in configs],
+             "model_config": container.model_config, "files": manifest, "info": container.info}
+    tensors = {PAYLOAD_TENSOR: _bytes_tensor(bytes(payload)),
+               INDEX_TENSOR: _bytes_tensor(zlib.compress(_compact(index).encode(), 9)),
+               FILES_TENSOR: _bytes_tensor(zlib.compress(bytes(blob), 9))}
+    return tensors, {"format": FORMAT, "checksum": _digest(tensors)}
 
 
 def serialized_size(container: Container) -> int:
@@ -134,20 +140,21 @@ def read_container(path: str | os.PathLike) -> Container:
     except Exception as err:  # safetensors raises its own error types for every malformed file
         raise ForgeError(f"{path}: not a readable container (truncated or corrupt file): {err}") from None
     if metadata.get("format") != FORMAT:
-        raise ForgeError(f"{path}: not a Forge container (format {metadata.get('format')!r}, expected {FORMAT!r})")
-    if metadata.get("checksum") != _digest(metadata, sorted(tensors.items())):
+        hint = "; it was written by an older Forge: re-run the compress stage" if str(
+            metadata.get("format", "")).startswith("forge-compressed/") else ""
+        raise ForgeError(f"{path}: not a Forge container (format {metadata.get('format')!r}, expected {FORMAT!r}){hint}")
+    if set(tensors) != {PAYLOAD_TENSOR, INDEX_TENSOR, FILES_TENSOR} or metadata.get("checksum") != _digest(tensors):
         raise ForgeError(f"{path}: checksum mismatch, the container is corrupt; re-run the compress stage")
-    entries_json = json.loads(metadata["entries"])
-    configs = json.loads(metadata["configs"])
+    index = json.loads(zlib.decompress(tensors[INDEX_TENSOR].numpy().tobytes()))
+    payload = tensors[PAYLOAD_TENSOR].numpy().tobytes()
     blob = zlib.decompress(tensors[FILES_TENSOR].numpy().tobytes())
-    files = {name: blob[off : off + n] for name, (off, n) in json.loads(metadata["files"]).items()}
-    by_weight: dict[str, dict[str, torch.Tensor]] = {name: {} for name in entries_json}
-    for key, tensor in tensors.items():
-        if key != FILES_TENSOR:
-            name, _, part = key.rpartition(SEP)
-            if name not in by_weight:
-                raise ForgeError(f"{path}: tensor {key!r} belongs to no entry; the container is malformed")
-            by_weight[name][part] = tensor
-    entries = {name: Entry(spec["codec"], configs[spec["config"]]["settings"], Payload(by_weight[name], spec["meta"]))
-               for name, spec in entries_json.items()}
-    return Container(entries, json.loads(metadata["model_config"]), files, json.loads(metadata["info"]))
+    files = {name: blob[off : off + n] for name, (off, n) in index["files"].items()}
+    entries = {}
+    for name, spec in index["entries"].items():
+        parts = {}
+        for key, (dtype, shape, offset, nbytes) in spec["parts"].items():
+            data = bytearray(payload[offset : offset + nbytes])
+            parts[key] = (torch.frombuffer(data, dtype=_DTYPES[dtype]) if nbytes else torch.zeros(0, dtype=_DTYPES[dtype])
+                          ).reshape(shape)
+        entries[name] = Entry(spec["codec"], index["configs"][spec["config"]]["settings"], Payload(parts, spec["meta"]))
+    return Container(entries, index["model_config"], files, index["info"])

@@ -1,12 +1,14 @@
 """The two-stage compression pipeline: one entry point for the stage script and the CLI.
 
 Stage 1 (BitNet + SeedLM by default) encodes the input model, after an optional
-quantization-aware heal of the layers it ternarizes. Stage 2 (VPTQ + HyperFn) is the final codec
-assignment: it re-encodes, group by group, either the full-precision weights stage 1 started
-from (``stage2_source: fp``, the input model's own weights, before any healing) or stage 1's
-decoded weights (``stage1``); a group
-set to ``keep`` carries its stage-1 payload over. Each stage writes one container, loads it
-back (``load_compressed``: what is evaluated is what is on disk) and reports real bytes, SNR,
+quantization-aware heal of the layers it ternarizes. Stage 2 (VPTQ + HyperFn) takes stage 1's
+output as its input, as Agent Forge chains them (``stage2_source: stage1``, the default): it
+re-encodes, group by group, stage 1's decoded weights, and a group set to ``keep`` carries its
+stage-1 payload over unchanged. ``stage2_source: fp`` instead re-encodes the input model's own
+full-precision weights (a second, independent compression, reported as ``final.input: "fp"``).
+Each stage writes one container, loads it back (``load_compressed``: what is evaluated is what
+is on disk, and what ``forge compression decompress`` writes) and reports real bytes (the
+container file, header included), payload bits per linear weight, SNR against the input model,
 times and, given an ``evaluate`` callable, accuracy and retention.
 
 Output layout: ``out_dir/stage1/model.forge.safetensors``, ``out_dir/final/model.forge.safetensors``
@@ -39,6 +41,7 @@ from forgelib.errors import ForgeError
 from forgelib.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
+LINEAR_GROUPS = ("attention", "mlp")  # the decoder blocks' projection matrices
 Evaluate = Callable[[PreTrainedModel], Mapping[str, Any]]
 Batches = Iterable[Mapping[str, torch.Tensor]]
 
@@ -90,6 +93,7 @@ def compress_model(
             return build
 
         heal_report = None
+        unhealed = {name: p.detach().clone() for name, p in params.items()}  # every SNR's reference
         if config.heal.steps:
             before_eval = None  # stage 1 without healing, to report what the heal bought
             if evaluate is not None:
@@ -97,16 +101,15 @@ def compress_model(
                 before_eval = _evaluate(evaluate, _decoded_model(model_config, before))
             bitnet = {n for n, g in groups.items() if config.stage1.spec(g).codec == "bitnet158"}
             log.info("healing %d steps", config.heal.steps)
-            # Healing adapts the latent weights to ternary weights and int8 activations; used as
-            # plain fp weights for stage 2 they are much worse than the originals (measured on the
-            # embedded default: final retention 0.013 from healed weights vs 1.01 from the input's).
-            unhealed = {name: p.detach().clone() for name, p in params.items()}
+            # Healing adapts the latent weights to their ternary projection; used as plain fp
+            # weights they are much worse than the originals (measured on the embedded default:
+            # retention 0.013), so only their encoding ships, and `fp` stage 2 restores the input's.
             heal_report = heal(model, heal_batches, config.heal, lambda m: f"{m}.weight" in bitnet, seed=config.seed)
             heal_report |= {"test_mean_before": before_eval["mean"] if before_eval else None,
                             "retention_before": _retention(before_eval, base),
                             "perplexity_before": before_eval.get("perplexity") if before_eval else None}
 
-        sources1 = _sources(params, groups)
+        sources1 = [Source(n, groups[n], p.detach(), unhealed[n]) for n, p in params.items()]
         stage1, enc1, model1 = _run_stage(
             "stage1", sources1, config.stage1, tmp, container_of("stage1"),
             target_bytes if stages == 1 else None, evaluate, base, n_params, score)
@@ -127,12 +130,15 @@ def compress_model(
             source_model = model if config.stage2_source == "fp" else model1
             source_params = dict(source_model.named_parameters())
             hessians = _hessians(source_model, groups, config, calibration_batches)
-            sources2 = [Source(n, groups[n], source_params[n].detach(), source_params[n].detach(),
+            # The error a stage-2 codec adds is measured against the input model's weights, so
+            # the final SNR includes stage 1's error when stage 2 starts from stage 1's output.
+            sources2 = [Source(n, groups[n], source_params[n].detach(), unhealed[n],
                                hessians.get(n), enc1[n]) for n in params]
             result["final"], _, _ = _run_stage(
                 "final", sources2, config.stage2, tmp, container_of("final"), target_bytes, evaluate, base,
                 n_params, score)
             result["final"]["hessians"] = len(hessians)
+            result["final"]["input"] = config.stage2_source
         write_json(tmp / "stats.json", result)
     return result
 
@@ -212,10 +218,13 @@ def _run_stage(stage: str, sources: list[Source], stage_config: StageConfig, tmp
     evaluation = _evaluate(evaluate, decoded)
     summary = summarize(encoded)
     payload = sum(e.payload_bytes for e in encoded.values())
+    linear = [e for e in encoded.values() if e.group in LINEAR_GROUPS]
+    linear_bits = 8 * sum(e.payload_bytes for e in linear) / max(1, sum(e.n_params for e in linear))
     stats: dict[str, Any] = {
         "path": f"{stage}/{CONTAINER_NAME}", "bytes": size, "n_params": n_params,
         "bits_per_param": 8 * size / n_params, "fraction_fp32": size / (4 * n_params),
         "fraction_bf16": size / (2 * n_params), "payload_bytes": payload, "overhead_bytes": size - payload,
+        "payload_bits_per_linear_weight": linear_bits,
         "snr_db": summary["snr_db"], "groups": summary["groups"], "codecs": summary["codecs"],
         "encode_seconds": sum(e.seconds for e in encoded.values()), "decode_seconds": decode_seconds,
         "test_mean": evaluation["mean"] if evaluation else None,

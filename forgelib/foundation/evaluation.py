@@ -37,4 +37,12 @@ def evaluate_base(cfg: BaseConfig, data_dir: str | Path, models_dir: str | Path)
             name: {"specialist": results[name]["families"][spec.family], "ancestor": results["ancestor"]["families"][spec.family]}
             for name, spec in cfg.specialists.items()
         },
+        # What each specialist kept: its score on every other family as a ratio to the ancestor's,
+        # on families where the ancestor scores >= 0.05 (a ratio to ~0 says nothing).
+        "other_families_vs_ancestor": {
+            name: {family: score / results["ancestor"]["families"][family]
+                   for family, score in results[name]["families"].items()
+                   if family != spec.family and results["ancestor"]["families"][family] >= 0.05}
+            for name, spec in cfg.specialists.items()
+        },
     }

@@ -7,6 +7,14 @@ every parent and the uniform task-arithmetic merge are evaluated on it with real
 
 The uniform task-arithmetic baseline is ``W = W_base + sum_i (1/N) delta_i`` (weights 1/N,
 lambda 1), the same untuned recipe the search starts from in generation 0.
+
+What a merge is measured against (all on the test split):
+
+- the **ancestor** (the merge's base model: a merge that reproduces it has combined nothing);
+- the **best single model**: the best test mean of the ancestor and every specialist;
+- the **oracle**: per family, the best score any of those models reaches, averaged over
+  families. It is what routing each family to its best parent would score, so
+  ``evolved_to_oracle`` = 1.0 means the merge is as good as the best parent on every family.
 """
 
 from __future__ import annotations
@@ -99,6 +107,10 @@ def run_evomerge(
     parent_results = {name: test_eval(path) for name, path in parents.items()}
     uniform = test_eval(uniform_dir)
     best_parent = max(parent_results, key=lambda n: parent_results[n]["mean"])
+    singles = {"ancestor": ancestor} | parent_results
+    best_single = max(singles, key=lambda n: singles[n]["mean"])
+    oracle_families = {family: max(r["families"][family] for r in singles.values()) for family in ancestor["families"]}
+    oracle = sum(oracle_families.values()) / len(oracle_families)
     metrics = {
         "evolved_test_mean": evolved["mean"],
         "best_parent_test_mean": parent_results[best_parent]["mean"],
@@ -108,6 +120,13 @@ def run_evomerge(
         "parents_test_mean": {name: r["mean"] for name, r in parent_results.items()},
         # The merge's base model itself: a merge that only reproduces it has combined nothing.
         "ancestor_test_mean": ancestor["mean"],
+        "ratio_to_ancestor": evolved["mean"] / ancestor["mean"] if ancestor["mean"] else None,
+        "best_single_model": best_single,
+        "best_single_model_test_mean": singles[best_single]["mean"],
+        "ratio_to_best_single_model": evolved["mean"] / singles[best_single]["mean"] if singles[best_single]["mean"] else None,
+        "oracle_test_mean": oracle,
+        "oracle_families": oracle_families,
+        "evolved_to_oracle": evolved["mean"] / oracle if oracle else None,
         "evolved": evolved,
         "uniform_task_arithmetic": uniform,
         "best_validation_fitness": result.best_fitness,

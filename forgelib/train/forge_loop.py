@@ -134,6 +134,16 @@ def log_record(done: int, optimizer, window: Mapping[str, list[float]], evaluati
     return record
 
 
+def steps_to_threshold(history: list[Mapping[str, Any]], family: str, threshold: float) -> int | None:
+    """The first evaluated step at which ``family``'s validation accuracy is >= ``threshold`` at it
+    and at the next evaluation (one lucky evaluation is not grokking); None if that never happens."""
+    curve = [(r["step"], r[f"eval/val_family/{family}"]) for r in history if f"eval/val_family/{family}" in r]
+    for (step, acc), (_, following) in zip(curve, curve[1:]):
+        if acc >= threshold and following >= threshold:
+            return step
+    return None
+
+
 def eval_subsets(tasks: Mapping, limit: int) -> dict[str, list[dict]]:
     sets = {}
     for split, key in (("train", "train"), ("val", "validation")):
@@ -240,6 +250,9 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
         "eval_curve": [[r["step"], r["eval/val_acc"]] for r in history if "eval/val_acc" in r],
         "validation": validation,
         "controllers": {c.name: c.metrics() for c in controllers},
+        "steps_to_modular_0_9": steps_to_threshold(history, "modular", 0.9),
+        "eval_every": config.eval_every,
+        "eval_rows_per_task": {split: len(rows) // max(1, len(tasks)) for split, rows in eval_sets.items()},
         "step_time_ms": sum(step_times) / len(step_times) if step_times else None,
         "seconds_this_run": seconds,
     }

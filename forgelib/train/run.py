@@ -23,7 +23,7 @@ def run_train(cfg: TrainConfig, *, data_dir: str | Path, input_dir: str | Path, 
         "description": "The previous phase's model trained with the Forge loop (see params).",
         "parents": [str(input_dir)],
         "data": {"tasks": sorted(tasks)},
-        "params": {"input_card": read_card(input_dir).get("name")},
+        "input_card": read_card(input_dir).get("name"),
     }
     loop = train_model(model, tokenizer, tasks, cfg, out_dir=out_dir, checkpoint_dir=checkpoint_dir,
                        metrics_dir=metrics_dir, card=card)
@@ -32,6 +32,9 @@ def run_train(cfg: TrainConfig, *, data_dir: str | Path, input_dir: str | Path, 
     metrics = {
         "test_mean": trained["mean"],
         "input_test_mean": input_eval["mean"],
+        # First evaluation (of two in a row) with modular validation accuracy >= 0.9; the
+        # cadence is loop.eval_every steps on loop.eval_rows_per_task["val"] rows per task.
+        "steps_to_modular_0_9": loop["steps_to_modular_0_9"],
         "perplexity": trained["perplexity"],
         "input_perplexity": input_eval["perplexity"],
         "trained": trained,

@@ -56,6 +56,9 @@ def test_two_stage_default_pipeline(tiny_model_dir, token_batch, tmp_path):
     assert stats["final"]["groups"]["lm_head"]["codec"] == "hyperfn"
     assert stats["final"]["hessians"] == 15  # 2 layers x 7 linear + lm_head (vptq on its ladder)
     assert stats["stage1"]["fraction_fp32"] < 0.25
+    assert stats["final"]["input"] == "stage1"
+    # trit5 packing: 5 ternary weights per byte plus one fp32 scale per matrix
+    assert 1.6 <= stats["stage1"]["payload_bits_per_linear_weight"] < 1.7
     healed = stats["stage1"]["heal"]
     assert healed["steps"] == 4 and healed["retention_after"] == stats["stage1"]["retention"]
     side_files = read_container(out / "final" / CONTAINER_NAME).files
@@ -81,6 +84,31 @@ def test_mild_codecs_stay_close_and_keep_reuses_stage1(tiny_model_dir, token_bat
     kept = read_container(final).entries["model.layers.0.mlp.up_proj.weight"]
     assert kept.codec == "int8"
     assert kept.payload.tensors["q"].equal(stage1["model.layers.0.mlp.up_proj.weight"].payload.tensors["q"])
+
+
+def test_stage2_encodes_stage1_output(tiny_model_dir, tmp_path):
+    """Stage 2 starts from stage 1's decoded weights: an fp32 stage 2 over an int8 stage 1 ships
+    exactly stage 1's weights (not the input's), and keeping stage 1's linear payloads while the
+    tables shrink makes the final container smaller than stage 1's."""
+    config = CompressConfig.from_dict({
+        "stage1": {g: {"codec": "int8"} for g in ("attention", "mlp", "embeddings", "lm_head")},
+        "stage2": {"attention": {"codec": "fp32"}, "mlp": {"codec": "keep"}, "embeddings": {"codec": "hyperfn"},
+                   "lm_head": {"codec": "hyperfn"}},
+    })
+    stats = compress_model(tiny_model_dir, tmp_path / "c", config)
+    stage1 = load_compressed(tmp_path / "c" / "stage1" / CONTAINER_NAME).state_dict()
+    final = load_compressed(tmp_path / "c" / "final" / CONTAINER_NAME).state_dict()
+    source = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).state_dict()
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(final[name], stage1[name]) and not torch.equal(final[name], source[name])
+    assert stats["final"]["input"] == "stage1"
+    # the final SNR is measured against the input model: a lossless copy of stage 1 keeps its SNR
+    assert stats["final"]["groups"]["attention"]["snr_db"] == pytest.approx(stats["stage1"]["groups"]["attention"]["snr_db"])
+    smaller = CompressConfig.from_dict({**config.to_dict(), "stage2": {
+        "attention": {"codec": "keep"}, "mlp": {"codec": "keep"}, "embeddings": {"codec": "hyperfn"},
+        "lm_head": {"codec": "hyperfn"}}})
+    stats = compress_model(tiny_model_dir, tmp_path / "d", smaller)
+    assert stats["final"]["bytes"] < stats["stage1"]["bytes"]
 
 
 def test_decompress_to_dir_matches_load_compressed(tiny_model_dir, token_batch, tmp_path):

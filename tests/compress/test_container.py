@@ -48,15 +48,42 @@ def test_flipped_data_byte_is_rejected(tmp_path):
         read_container(path)
 
 
-def test_flipped_header_byte_is_rejected(tmp_path):
+def _tensor_span(data: bytes, name: str) -> tuple[int, int]:
+    """Absolute [start, end) of one tensor's bytes in a safetensors file."""
+    import json
+    import struct
+
+    header_len = struct.unpack("<Q", data[:8])[0]
+    start, end = json.loads(data[8 : 8 + header_len])[name]["data_offsets"]
+    return 8 + header_len + start, 8 + header_len + end
+
+
+@pytest.mark.parametrize("tensor", ["__index__", "__files__", "__payload__"])
+def test_flipped_byte_in_each_part_is_rejected(tmp_path, tensor):
     path = tmp_path / "m.forge.safetensors"
     write_container(path, sample_container())
     data = bytearray(path.read_bytes())
-    at = data.index(b'hidden_size') + 2  # inside the stored config.json string
-    data[at] ^= 0x01
+    start, end = _tensor_span(bytes(data), tensor)
+    data[(start + end) // 2] ^= 0x01
     path.write_bytes(bytes(data))
-    with pytest.raises(ForgeError):
+    with pytest.raises(ForgeError, match="checksum mismatch"):
         read_container(path)
+
+
+def test_header_is_compact(tmp_path):
+    """The safetensors header holds three tensors whatever the number of weights: growing the
+    model from 3 to 30 weights must not grow the header (format 1 grew ~400 B per weight)."""
+    import struct
+
+    small = sample_container()
+    big = Container({f"model.layers.{i}.{n}": e for i in range(10) for n, e in small.entries.items()},
+                    small.model_config, small.files, small.info)
+    sizes = []
+    for name, container in (("small", small), ("big", big)):
+        path = tmp_path / f"{name}.forge.safetensors"
+        write_container(path, container)
+        sizes.append(struct.unpack("<Q", path.read_bytes()[:8])[0])
+    assert max(sizes) < 400 and sizes[1] - sizes[0] <= 16  # only the byte offsets grow a digit
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.99])
