@@ -98,8 +98,9 @@ def _decoded_model(container: Container) -> PreTrainedModel:
 
 
 def decompress_to_dir(path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Write a Hugging Face model directory (weights in their stored dtypes) from a container."""
-    container = read_container(path)
+    """Write a Hugging Face model directory (weights in their stored dtypes) from a container
+    (the file, or the stage directory holding it, as ``forge eval`` accepts)."""
+    container = read_container(container_path(path) or path)
     with atomic_dir(out_dir) as tmp:
         save_file(dict(decoded_tensors(container)), tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(container.model_config, indent=2, sort_keys=True) + "\n")

@@ -121,6 +121,9 @@ def test_decompress_to_dir_matches_load_compressed(tiny_model_dir, token_batch, 
     with torch.no_grad():
         a = load_compressed(container)(input_ids=ids).logits
     assert torch.equal(a, original_logits(hf_dir, ids))
+    # the stage directory works as well as the file, as for `forge eval`
+    from_dir = decompress_to_dir(container.parent, tmp_path / "hf2")
+    assert (from_dir / "model.safetensors").read_bytes() == (hf_dir / "model.safetensors").read_bytes()
 
 
 def test_target_size_is_met_on_real_bytes(tiny_model_dir, token_batch, tmp_path):
