@@ -44,7 +44,8 @@ def compress_rows(m: dict) -> list[dict]:
 
 HEADROOM = 0.05
 """Ratios are only claimed on families where the reference scores at least this: a ratio to a
-near-zero score says nothing."""
+near-zero score says nothing (the base stage applies the same rule to its
+``other_families_vs_ancestor``)."""
 
 
 def base_gates(m: dict, g: GatesConfig) -> list[Gate]:
@@ -57,7 +58,7 @@ def base_gates(m: dict, g: GatesConfig) -> list[Gate]:
         if g.base.specialists_beat_ancestor:
             gates.append((f"base.{name}.beats_ancestor", own > anc, f"{own:.3f} > ancestor {anc:.3f}"))
         if g.base.min_other_family_ratio > 0:
-            ratios = {f: families[f] / ancestor[f] for f in families if f != fam and ancestor[f] >= HEADROOM}
+            ratios = m["other_families_vs_ancestor"][name]  # computed by the base stage
             worst = min(ratios, key=ratios.get)
             gates.append((f"base.{name}.keeps_other_families", ratios[worst] >= g.base.min_other_family_ratio,
                           f"min ratio to ancestor {ratios[worst]:.3f} ({worst}) >= {g.base.min_other_family_ratio}"))

@@ -93,11 +93,12 @@ def compress_model(
             return build
 
         heal_report = None
-        unhealed = {name: p.detach().clone() for name, p in params.items()}  # every SNR's reference
+        # Every SNR's reference: the input's weights. Only a heal moves them, so only then copy.
+        unhealed = {name: p.detach().clone() if config.heal.steps else p.detach() for name, p in params.items()}
         if config.heal.steps:
             before_eval = None  # stage 1 without healing, to report what the heal bought
             if evaluate is not None:
-                before = encode_sources(_sources(params, groups), config.stage1.spec)
+                before = encode_sources(_sources(params, groups, unhealed), config.stage1.spec)
                 before_eval = _evaluate(evaluate, _decoded_model(model_config, before))
             bitnet = {n for n, g in groups.items() if config.stage1.spec(g).codec == "bitnet158"}
             log.info("healing %d steps", config.heal.steps)
@@ -109,7 +110,7 @@ def compress_model(
                             "retention_before": _retention(before_eval, base),
                             "perplexity_before": before_eval.get("perplexity") if before_eval else None}
 
-        sources1 = [Source(n, groups[n], p.detach(), unhealed[n]) for n, p in params.items()]
+        sources1 = _sources(params, groups, unhealed)
         stage1, enc1, model1 = _run_stage(
             "stage1", sources1, config.stage1, tmp, container_of("stage1"),
             target_bytes if stages == 1 else None, evaluate, base, n_params, score)
@@ -151,8 +152,9 @@ def _load_fp32(model_dir: str | os.PathLike) -> PreTrainedModel:
     return model.eval()
 
 
-def _sources(params: dict[str, torch.nn.Parameter], groups: dict[str, str]) -> list[Source]:
-    return [Source(n, groups[n], p.detach(), p.detach()) for n, p in params.items()]
+def _sources(params: dict[str, torch.nn.Parameter], groups: dict[str, str],
+             reference: dict[str, torch.Tensor]) -> list[Source]:
+    return [Source(n, groups[n], p.detach(), reference[n]) for n, p in params.items()]
 
 
 def _evaluate(evaluate: Evaluate | None, model: PreTrainedModel) -> dict | None:
@@ -218,8 +220,8 @@ def _run_stage(stage: str, sources: list[Source], stage_config: StageConfig, tmp
     evaluation = _evaluate(evaluate, decoded)
     summary = summarize(encoded)
     payload = sum(e.payload_bytes for e in encoded.values())
-    linear = [e for e in encoded.values() if e.group in LINEAR_GROUPS]
-    linear_bits = 8 * sum(e.payload_bytes for e in linear) / max(1, sum(e.n_params for e in linear))
+    linear = [summary["groups"][g] for g in LINEAR_GROUPS if g in summary["groups"]]
+    linear_bits = 8 * sum(g["payload_bytes"] for g in linear) / max(1, sum(g["n_params"] for g in linear))
     stats: dict[str, Any] = {
         "path": f"{stage}/{CONTAINER_NAME}", "bytes": size, "n_params": n_params,
         "bits_per_param": 8 * size / n_params, "fraction_fp32": size / (4 * n_params),
