@@ -47,7 +47,7 @@ from forgelib.models.build import build_llama, llama_config
 from forgelib.train.batch_stats import score_rows
 from forgelib.train.config import TrainConfig
 from forgelib.train.forge_loop import eval_subsets, evaluate_in_loop, train_model
-from forgelib.train.sft import SFTSettings, train_sft
+from forgelib.base.sft import SFTSettings, train_sft
 
 SUITE = ("copy", "reverse", "parity", "add")
 LEVELS = (1, 2, 3)

@@ -143,7 +143,7 @@ def eval_command(
             typer.echo("error: pass a model directory (MODEL_DIR or --model-path)", err=True)
             raise typer.Exit(EXIT_BAD_INPUT)
         from forgelib.compress.loader import load_model_any
-        from forgelib.foundation.evaluation import evaluate_dir
+        from forgelib.base.evaluation import evaluate_dir
 
         result = _run(evaluate_dir, directory, data, split=split, limit=limit, load=load_model_any)
     else:

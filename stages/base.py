@@ -8,7 +8,7 @@ import argparse
 
 from forgelib.config import load_section
 from forgelib.runtime import stage
-from forgelib.foundation.evaluation import evaluate_base
+from forgelib.base.evaluation import evaluate_base
 from forgelib.io import write_json
 
 

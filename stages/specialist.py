@@ -8,7 +8,7 @@ import argparse
 
 from forgelib.config import load_section
 from forgelib.runtime import stage
-from forgelib.foundation.build import build_specialist
+from forgelib.base.build import build_specialist
 
 
 @stage

@@ -11,7 +11,7 @@ from forgelib.data.prepare import prepare
 from forgelib.data.tasks import load_tasks
 from forgelib.models.build import build_llama, llama_config
 from forgelib.models.hf import load_tokenizer, save_model
-from forgelib.train.sft import SFTSettings, train_sft
+from forgelib.base.sft import SFTSettings, train_sft
 
 
 @pytest.fixture(scope="session")

@@ -1,1 +1,1 @@
-"""Phase 2: the Forge training loop (sft.py for the base stage, forge_loop.py with controllers)."""
+"""Phase 2: the Forge training loop (forge_loop.py) and its controllers."""

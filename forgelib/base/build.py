@@ -24,7 +24,7 @@ from forgelib.models.build import build_llama, llama_config
 from forgelib.models.hf import load_model, load_tokenizer, require_model_dir, save_model
 from forgelib.io import atomic_dir
 from forgelib.telemetry import live_logger
-from forgelib.train.sft import SFTSettings, train_sft
+from forgelib.base.sft import SFTSettings, train_sft
 
 
 def _settings(train: TrainSettings, seed: int) -> SFTSettings:

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from forgelib.config import BaseConfig
 from forgelib.errors import ForgeError
-from forgelib.foundation.build import build_ancestor
+from forgelib.base.build import build_ancestor
 
 
 def test_directory_import_copies_weights_and_records_the_check(tiny_trained, tiny_data, tmp_path):

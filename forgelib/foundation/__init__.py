@@ -1,1 +1,0 @@
-"""Phase 0, foundation: the ancestor, its specialists, and their evaluation (stage `base`)."""
