@@ -6,7 +6,13 @@ raise :class:`ForgeError` with the dotted key, e.g.
 ``params.yaml: train.grokfast.alpha: expected a float in (0, 1), got 1.5``.
 
 Range checks live in each dataclass's ``__post_init__`` and call :func:`check`, which raises a
-:class:`FieldError` carrying only the field name; ``from_dict`` prefixes the section path.
+:class:`FieldError` carrying only the field name; ``from_dict`` prefixes the section path. Help
+text lives in each field (:func:`doc`); :func:`field_docs` lists it for ``forge validate --explain``.
+
+A type whose YAML form is not one key per field (a codec choice ``{codec: vptq, v: 4}``, whose
+settings depend on the codec) defines two hooks instead: ``from_params(cls, value, path)``
+builds it (errors name ``path``) and ``to_params(self)`` returns the plain form. ``from_dict``,
+``to_dict`` and ``field_docs`` (which lists such a type as one key) use them.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ def _convert(tp, value, path: str):
             except ForgeError as exc:
                 errors.append(str(exc))
         raise ForgeError(errors[0] if len(errors) == 1 else f"{path}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if isinstance(tp, type) and hasattr(tp, "from_params"):
+        return tp.from_params(value, path)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ForgeError(f"{path}: expected a mapping, got {value!r}")
@@ -116,8 +124,18 @@ def from_dict(cls, data: dict | None, path: str):
         raise ForgeError(f"{path}.{exc.field}: {exc.message}") from None
 
 
+def replace(obj, path: str, **changes):
+    """``dataclasses.replace`` for overrides (CLI flags): a failed check names ``path.<field>``."""
+    try:
+        return dataclasses.replace(obj, **changes)
+    except FieldError as exc:
+        raise ForgeError(f"{path}.{exc.field}: {exc.message}") from None
+
+
 def to_dict(obj) -> Any:
     """The inverse of ``from_dict``: plain YAML-able values."""
+    if hasattr(obj, "to_params"):
+        return obj.to_params()
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
@@ -127,14 +145,22 @@ def to_dict(obj) -> Any:
     return obj
 
 
-def field_docs(cls, prefix: str = "") -> list[tuple[str, str, Any]]:
-    """(dotted key, doc, default) for every field, recursively: the params reference."""
+def field_docs(cls, prefix: str = "", defaults: Any = None) -> list[tuple[str, str, Any]]:
+    """(dotted key, doc, default) for every field, recursively: the params reference.
+
+    ``defaults``: an instance whose values are the defaults (a nested section's default is its
+    parent's ``default_factory`` result, e.g. ``base.specialist.steps`` is 600, not 1000)."""
     rows = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
-        default = f.default if f.default is not dataclasses.MISSING else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if defaults is not None:
+            default = getattr(defaults, f.name)
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
         rows.append((key, f.metadata.get("doc", ""), to_dict(default)))
-        if dataclasses.is_dataclass(hints[f.name]):
-            rows += field_docs(hints[f.name], key + ".")
+        if dataclasses.is_dataclass(hints[f.name]) and not hasattr(hints[f.name], "from_params"):
+            rows += field_docs(hints[f.name], key + ".", default if dataclasses.is_dataclass(default) else None)
     return rows

@@ -6,7 +6,7 @@ exits 2 naming each failed gate.
 
 import argparse
 
-from forgelib.config import load_params
+from forgelib.config import load_section
 from forgelib.runtime import stage
 from forgelib.report import build_report
 
@@ -17,8 +17,8 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--metrics", default="metrics")
     args = parser.parse_args()
-    params = load_params(args.params)
-    summary = build_report(params.report.phases, params.gates, args.metrics, f"{args.metrics}/summary.json", f"{args.metrics}/summary.md")
+    phases, gates = load_section("report", args.params).phases, load_section("gates", args.params)
+    summary = build_report(phases, gates, args.metrics, f"{args.metrics}/summary.json", f"{args.metrics}/summary.md")
     print(f"all {len(summary['gates'])} gates passed")
 
 

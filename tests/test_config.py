@@ -1,5 +1,7 @@
 """params.yaml validation: every shipped params file parses; bad input names the key, exit 2."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,7 +9,9 @@ import yaml
 from typer.testing import CliRunner
 
 from forgelib.cli import app
-from forgelib.config import SECTIONS, load_params, parse_params
+from forgelib.compress.config import codec_setting_docs
+from forgelib.config import SECTIONS, load_params, parse_params, section_class
+from forgelib.configtools import field_docs, replace
 from forgelib.errors import ForgeError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,3 +86,62 @@ def test_explain_lists_documented_keys():
     assert result.exit_code == 0
     assert "prepare.n_train = 3000" in result.output
     assert "base.model.hidden_size" in result.output
+    assert "evomerge.population = 8\n    Candidates per generation" in result.output
+    assert "base.specialist.steps = 600\n" in result.output  # the parent's default, not TrainSettings'
+    assert "compress.<stage>.<group>.codebook_bits (codec vptq) = 16\n    Codebook storage" in result.output
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_every_key_has_help_text(section):
+    rows = field_docs(section_class(section), section + ".")
+    undocumented = [key for key, text, _ in rows if not text.strip()]
+    assert rows and not undocumented, f"keys without help text: {undocumented}"
+
+
+def test_every_codec_setting_has_help_text():
+    undocumented = [key for key, text, _ in codec_setting_docs() if not text.strip()]
+    assert not undocumented, f"codec settings without help text: {undocumented}"
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_load_section_imports_only_its_own_config_module(section):
+    # A fresh interpreter: this one has imported every section already.
+    probe = (
+        "import sys\n"
+        "from forgelib.config import SECTIONS, load_section\n"
+        f"load_section({section!r}, {str(ROOT / 'params.yaml')!r})\n"
+        "print(sorted({t.split(':')[0] for t in SECTIONS.values()} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip() == str([SECTIONS[section].split(":")[0]])
+
+
+@pytest.mark.parametrize(
+    "key,value,fragment",
+    [
+        ("codebook_bits", 3, "params.yaml: compress.stage2.attention.codebook_bits: expected 8 or 16, got 3"),
+        ("codec", "zip", "params.yaml: compress.stage2.attention.codec: unknown codec 'zip'; valid codecs: fp32"),
+        ("k_ress", 4, "params.yaml: compress.stage2.attention.k_ress: unknown setting for codec 'vptq'"),
+    ],
+)
+def test_codec_settings_errors_name_the_key(key, value, fragment):
+    data = base_params()
+    data["compress"]["stage2"]["attention"][key] = value
+    with pytest.raises(ForgeError) as err:
+        parse_params(data)
+    assert str(err.value).startswith(fragment)
+
+
+def test_codec_groups_are_typed_dataclasses():
+    compress = load_params(ROOT / "params.yaml").compress
+    attention = compress.stage2.attention
+    assert attention.codec == "vptq" and attention.settings.codebook_bits == 8 and attention.settings.k_res == 16
+    assert compress.stage2.mlp.codec == "keep" and compress.stage2.mlp.settings is None
+    assert compress.stage1.rungs("attention") == (compress.stage1.attention,)
+
+
+def test_overrides_name_the_key():
+    evomerge = load_params(ROOT / "params.yaml").evomerge
+    assert replace(evomerge, "evomerge", population=4).population == 4
+    with pytest.raises(ForgeError, match=r"^evomerge\.population: expected an int >= 2, got 1$"):
+        replace(evomerge, "evomerge", population=1)

@@ -1,10 +1,11 @@
-"""Compression settings (the params.yaml ``compress`` section): a codec per tensor group, per stage.
+"""``compress:`` params: a codec per tensor group, per stage, plus the heal and calibration.
 
-In YAML a codec choice is a mapping ``{codec: NAME, SETTING: VALUE, ...}`` (unset settings take
-the codec's defaults). A stage lists the five groups (an omitted group keeps its default) and an
-optional ``ladder``: per group, the candidates ``--target-size`` may choose from, largest first.
-``CompressConfig.from_dict(raw)`` (or ``forgelib.configtools.from_dict``) parses the section;
-every error names its dotted key, e.g. ``compress.stage2.mlp.k: expected a power of two >= 2, got 3``.
+A group's codec is a :class:`CodecSpec`: a codec of the registry (or ``keep``) and that codec's
+own validated config dataclass. In YAML it is one flat mapping ``{codec: NAME, SETTING: VALUE,
+...}``; unset settings take the codec's defaults. A stage lists the five groups (an omitted group
+keeps its default) and an optional ``ladder``: per group, the candidates ``--target-size`` may
+choose from, largest first. The pipeline reads these dataclasses as they are; every parse error
+names its dotted key, e.g. ``compress.stage2.attention.codebook_bits: expected 8 or 16, got 3``.
 """
 
 from __future__ import annotations
@@ -12,111 +13,139 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from forgelib.compress.codecs.registry import config_to_dict, get_codec, make_config
+from forgelib.compress.codecs.registry import CODECS, REGISTRY, config_to_dict, get_codec, make_config
 from forgelib.compress.groups import GROUPS
-from forgelib.configtools import FieldError, check, doc, from_dict, to_dict
+from forgelib.configtools import FieldError, check, doc, field_docs
+from forgelib.errors import ForgeError
 
 KEEP = "keep"  # stage 2 only: carry the stage-1 payload over unchanged
 
 
 @dataclass(frozen=True)
 class CodecSpec:
-    """A parsed codec choice: the codec name and its validated config (``None`` for ``keep``)."""
+    """One tensor group's codec: its registry name and its settings (``None`` for ``keep``).
 
-    codec: str
-    config: Any = None
+    Build one with :meth:`of` (``CodecSpec.of("vptq", v=4, k=256)``) or, from YAML, with
+    :meth:`from_params`; :meth:`to_params` gives the flat mapping back with every default filled in.
+    """
+
+    codec: str = doc(f"A codec of the registry ({', '.join(REGISTRY)}), or 'keep' in stage 2.")
+    settings: Any = doc("The codec's config dataclass (e.g. VPTQConfig); None for 'keep'.", default=None)
+
+    def __post_init__(self) -> None:
+        if self.codec == KEEP:
+            check(self.settings is None, "settings", "no settings with codec 'keep'", self.settings)
+            return
+        if self.codec not in REGISTRY:
+            raise FieldError("codec", f"unknown codec {self.codec!r}; valid codecs: {', '.join(REGISTRY)}")
+        config_type = REGISTRY[self.codec].config_type
+        check(isinstance(self.settings, config_type), "settings", f"a {config_type.__name__}", self.settings)
 
     @classmethod
-    def parse(cls, raw: Any, where: str, *, allow_keep: bool) -> "CodecSpec":
-        if not isinstance(raw, dict) or "codec" not in raw:
-            raise FieldError(where, f"expected a mapping with a 'codec' key, got {raw!r}")
+    def of(cls, codec: str, **settings: Any) -> "CodecSpec":
+        """``codec`` with ``settings`` (the rest at the codec's defaults)."""
+        if codec == KEEP:
+            check(not settings, "settings", "no settings with codec 'keep'", sorted(settings))
+            return cls(KEEP)
+        return cls(codec, make_config(codec, settings))
+
+    @classmethod
+    def from_params(cls, raw: Any, path: str) -> "CodecSpec":
+        """Parse the YAML form ``{codec: NAME, SETTING: VALUE, ...}`` found at ``path``."""
+        if not isinstance(raw, dict):
+            raise ForgeError(f"{path}: expected a mapping, got {raw!r}")
+        if "codec" not in raw:
+            raise ForgeError(f"{path}: expected a mapping with a 'codec' key, got {raw!r}")
         settings = {k: v for k, v in raw.items() if k != "codec"}
         if raw["codec"] == KEEP:
-            check(allow_keep, where, "a codec ('keep' is only valid in stage2)", KEEP)
-            check(not settings, where, "no settings with codec 'keep'", sorted(settings))
+            if settings:
+                raise ForgeError(f"{path}: expected no settings with codec 'keep', got {sorted(settings)!r}")
             return cls(KEEP)
         try:
             get_codec(raw["codec"])
-        except Exception as err:
-            raise FieldError(f"{where}.codec", str(err)) from None
-        return cls(raw["codec"], make_config(raw["codec"], settings, where=where))
+        except ForgeError as err:
+            raise ForgeError(f"{path}.codec: {err}") from None
+        try:
+            return cls(raw["codec"], make_config(raw["codec"], settings, where=path))
+        except FieldError as err:  # make_config's field already carries the path
+            raise ForgeError(str(err)) from None
 
-    def to_dict(self) -> dict[str, Any]:
-        """The effective choice, defaults filled in."""
-        return {"codec": self.codec} | (config_to_dict(self.config) if self.config is not None else {})
+    def to_params(self) -> dict[str, Any]:
+        """The flat YAML form, every setting included."""
+        return {"codec": self.codec} | (config_to_dict(self.settings) if self.settings is not None else {})
 
 
-def _choice(codec: str, **settings: Any) -> dict[str, Any]:
-    return {"codec": codec, **settings}
+_of = CodecSpec.of
 
+
+def codec_setting_docs() -> list[tuple[str, str, Any]]:
+    """(key, help, default) of every codec's settings: the keys a ``{codec: NAME, ...}`` mapping
+    may add, for ``forge validate --explain`` (``field_docs`` lists a codec choice as one key)."""
+    return [(f"compress.<stage>.<group>.{key} (codec {codec.name})", text, default)
+            for codec in CODECS for key, text, default in field_docs(codec.config_type)]
 
 @dataclass(frozen=True)
 class StageConfig:
     """One stage's codec per tensor group (see :mod:`forgelib.compress.groups`)."""
 
-    attention: dict[str, Any] = doc("Codec for the q/k/v/o projections.", default_factory=lambda: _choice("fp16"))
-    mlp: dict[str, Any] = doc("Codec for the gate/up/down projections.", default_factory=lambda: _choice("fp16"))
-    embeddings: dict[str, Any] = doc("Codec for the token embedding table.", default_factory=lambda: _choice("fp16"))
-    lm_head: dict[str, Any] = doc("Codec for the output projection (absent when tied).",
-                                  default_factory=lambda: _choice("fp16"))
-    norms: dict[str, Any] = doc("Codec for norm weights and every other 1-D tensor.", default_factory=lambda: _choice("fp16"))
-    ladder: dict[str, tuple[dict[str, Any], ...]] = doc(
+    attention: CodecSpec = doc("Codec for the q/k/v/o projections.", default_factory=lambda: _of("fp16"))
+    mlp: CodecSpec = doc("Codec for the gate/up/down projections.", default_factory=lambda: _of("fp16"))
+    embeddings: CodecSpec = doc("Codec for the token embedding table.", default_factory=lambda: _of("fp16"))
+    lm_head: CodecSpec = doc("Codec for the output projection (absent when tied).", default_factory=lambda: _of("fp16"))
+    norms: CodecSpec = doc("Codec for norm weights and every other 1-D tensor.", default_factory=lambda: _of("fp16"))
+    ladder: dict[str, tuple[CodecSpec, ...]] = doc(
         "Per group, candidate codecs for --target-size, largest first (default: the group's codec).",
         default_factory=dict)
 
-    allow_keep = False  # class attribute: only stage 2 may reuse stage-1 payloads
-
     def __post_init__(self) -> None:
-        specs = {g: CodecSpec.parse(getattr(self, g), g, allow_keep=self.allow_keep) for g in GROUPS}
-        rungs = {}
-        for group, choices in self.ladder.items():
+        for group, rungs in self.ladder.items():
             check(group in GROUPS, f"ladder.{group}", f"a group ({', '.join(GROUPS)})", group)
-            check(isinstance(choices, (list, tuple)) and len(choices) > 0, f"ladder.{group}",
-                  "a non-empty list of codec choices", choices)
-            rungs[group] = tuple(CodecSpec.parse(c, f"ladder.{group}[{i}]", allow_keep=self.allow_keep)
-                                 for i, c in enumerate(choices))
-        object.__setattr__(self, "_specs", specs)
-        object.__setattr__(self, "_rungs", rungs)
+            check(len(rungs) > 0, f"ladder.{group}", "a non-empty list of codec choices", rungs)
 
     def spec(self, group: str) -> CodecSpec:
-        return self._specs[group]
+        """The codec of ``group``."""
+        return getattr(self, group)
 
     def rungs(self, group: str) -> tuple[CodecSpec, ...]:
-        return self._rungs.get(group) or (self.spec(group),)
-
-    def effective(self) -> dict[str, Any]:
-        """Every group's choice and ladder with the codec defaults filled in (for reports)."""
-        return {g: self.spec(g).to_dict() for g in GROUPS} | {
-            "ladder": {g: [r.to_dict() for r in rungs] for g, rungs in self._rungs.items()}}
+        """``group``'s ladder for ``--target-size``; without one, its codec alone."""
+        return self.ladder.get(group) or (self.spec(group),)
 
 
-_TABLE_LADDER_1 = (_choice("int8"), _choice("seedlm"), _choice("seedlm", C=12, P=4), _choice("bitnet158"))
+_TABLE_LADDER_1 = (_of("int8"), _of("seedlm"), _of("seedlm", C=12, P=4), _of("bitnet158"))
 
 
 @dataclass(frozen=True)
 class Stage1Config(StageConfig):
     """Stage 1, BitNet + SeedLM: ternary linear layers, LFSR seeds for the embedding tables."""
 
-    attention: dict[str, Any] = doc("Codec for the q/k/v/o projections.", default_factory=lambda: _choice("bitnet158"))
-    mlp: dict[str, Any] = doc("Codec for the gate/up/down projections.", default_factory=lambda: _choice("bitnet158"))
-    embeddings: dict[str, Any] = doc("Codec for the token embedding table.", default_factory=lambda: _choice("seedlm"))
-    lm_head: dict[str, Any] = doc("Codec for the output projection (absent when tied).",
-                                  default_factory=lambda: _choice("seedlm"))
-    ladder: dict[str, tuple[dict[str, Any], ...]] = doc(
+    attention: CodecSpec = doc("Codec for the q/k/v/o projections.", default_factory=lambda: _of("bitnet158"))
+    mlp: CodecSpec = doc("Codec for the gate/up/down projections.", default_factory=lambda: _of("bitnet158"))
+    embeddings: CodecSpec = doc("Codec for the token embedding table.", default_factory=lambda: _of("seedlm"))
+    lm_head: CodecSpec = doc("Codec for the output projection (absent when tied).", default_factory=lambda: _of("seedlm"))
+    ladder: dict[str, tuple[CodecSpec, ...]] = doc(
         "Per group, candidate codecs for --target-size, largest first (default: the group's codec).",
         default_factory=lambda: {"embeddings": _TABLE_LADDER_1, "lm_head": _TABLE_LADDER_1})
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        stage1_only = "a codec ('keep' is only valid in stage2)"
+        for group in GROUPS:
+            check(self.spec(group).codec != KEEP, group, stage1_only, KEEP)
+        for group, rungs in self.ladder.items():
+            for i, rung in enumerate(rungs):
+                check(rung.codec != KEEP, f"ladder.{group}[{i}]", stage1_only, KEEP)
+
 
 _VPTQ_LADDER = (  # 'keep' (stage 1's ternary, 1.6 b/w) competes with VPTQ at the same size
-    _choice("vptq", v=4, k=256, k_res=16, codebook_bits=8), _choice("vptq", v=4, k=256, codebook_bits=8),
-    _choice(KEEP), _choice("vptq", v=6, k=256, codebook_bits=8), _choice("vptq", v=8, k=256, codebook_bits=8),
-    _choice("vptq", v=8, k=64, codebook_bits=8), _choice("vptq", v=8, k=16, codebook_bits=8),
-    _choice("vptq", v=12, k=16, codebook_bits=8), _choice("vptq", v=16, k=16, codebook_bits=8),
+    _of("vptq", v=4, k=256, k_res=16, codebook_bits=8), _of("vptq", v=4, k=256, codebook_bits=8),
+    _of(KEEP), _of("vptq", v=6, k=256, codebook_bits=8), _of("vptq", v=8, k=256, codebook_bits=8),
+    _of("vptq", v=8, k=64, codebook_bits=8), _of("vptq", v=8, k=16, codebook_bits=8),
+    _of("vptq", v=12, k=16, codebook_bits=8), _of("vptq", v=16, k=16, codebook_bits=8),
 )
 _TABLE_LADDER_2 = (
-    _choice("hyperfn"), _choice("hyperfn", n_points=256), _choice(KEEP), _choice("hyperfn", n_points=64),
-    _choice("vptq", v=4, k=256, codebook_bits=8), _choice("vptq", v=8, k=256, codebook_bits=8),
-    _choice("vptq", v=8, k=16, codebook_bits=8),
+    _of("hyperfn"), _of("hyperfn", n_points=256), _of(KEEP), _of("hyperfn", n_points=64),
+    _of("vptq", v=4, k=256, codebook_bits=8), _of("vptq", v=8, k=256, codebook_bits=8),
+    _of("vptq", v=8, k=16, codebook_bits=8),
 )
 
 
@@ -124,19 +153,16 @@ _TABLE_LADDER_2 = (
 class Stage2Config(StageConfig):
     """Stage 2 (final), VPTQ + HyperFn: vector-quantized linear layers, winding-line tables."""
 
-    attention: dict[str, Any] = doc("Codec for the q/k/v/o projections ('keep': stage 1's payload).",
-                                    default_factory=lambda: _choice("vptq", v=4, k=256, codebook_bits=8))
-    mlp: dict[str, Any] = doc("Codec for the gate/up/down projections ('keep': stage 1's payload).",
-                              default_factory=lambda: _choice("vptq", v=4, k=256, codebook_bits=8))
-    embeddings: dict[str, Any] = doc("Codec for the token embedding table.", default_factory=lambda: _choice("hyperfn"))
-    lm_head: dict[str, Any] = doc("Codec for the output projection (absent when tied).",
-                                  default_factory=lambda: _choice("hyperfn"))
-    ladder: dict[str, tuple[dict[str, Any], ...]] = doc(
+    attention: CodecSpec = doc("Codec for the q/k/v/o projections ('keep': stage 1's payload).",
+                               default_factory=lambda: _of("vptq", v=4, k=256, codebook_bits=8))
+    mlp: CodecSpec = doc("Codec for the gate/up/down projections ('keep': stage 1's payload).",
+                         default_factory=lambda: _of("vptq", v=4, k=256, codebook_bits=8))
+    embeddings: CodecSpec = doc("Codec for the token embedding table.", default_factory=lambda: _of("hyperfn"))
+    lm_head: CodecSpec = doc("Codec for the output projection (absent when tied).", default_factory=lambda: _of("hyperfn"))
+    ladder: dict[str, tuple[CodecSpec, ...]] = doc(
         "Per group, candidate codecs for --target-size, largest first (default: the group's codec).",
         default_factory=lambda: {"attention": _VPTQ_LADDER, "mlp": _VPTQ_LADDER, "embeddings": _TABLE_LADDER_2,
-                                 "lm_head": _TABLE_LADDER_2, "norms": (_choice("fp16"), _choice("int8"))})
-
-    allow_keep = True
+                                 "lm_head": _TABLE_LADDER_2, "norms": (_of("fp16"), _of("int8"))})
 
 
 @dataclass(frozen=True)
@@ -184,14 +210,3 @@ class CompressConfig:
         check(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
         check(self.stage2_source in ("fp", "stage1"), "stage2_source", "'fp' or 'stage1'", self.stage2_source)
         check(self.calibration_batches >= 0, "calibration_batches", "an integer >= 0", self.calibration_batches)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None, where: str = "compress") -> "CompressConfig":
-        return from_dict(cls, raw, where)
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
-
-    def effective(self) -> dict[str, Any]:
-        """The configuration with every codec default filled in (what the stats report)."""
-        return self.to_dict() | {"stage1": self.stage1.effective(), "stage2": self.stage2.effective()}

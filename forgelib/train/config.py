@@ -1,53 +1,27 @@
 """``train:`` params: the Forge loop and its controllers, one frozen dataclass per sub-section.
 
 Every field has a ``doc()`` string (``--help`` text, the params reference) and ``__post_init__``
-rejects bad values with a :class:`ForgeError` naming the full key, e.g. ``train.grokfast.alpha:
-expected a float in (0, 1), got 1.5``. :meth:`TrainConfig.from_dict` builds the tree from the
-``train:`` mapping of params.yaml (via :func:`forgelib.configtools.from_dict`, which rejects
-unknown keys and wrong types). Every enhancement is off by default: the plain loop is the
-baseline each one is measured against.
+checks ranges with :func:`forgelib.configtools.check`, which names the field;
+:func:`forgelib.configtools.from_dict` (via ``forgelib.config.load_section("train")``) builds the
+tree from the ``train:`` mapping, rejects unknown keys and wrong types, and prefixes the path,
+e.g. ``train.grokfast.alpha: expected a float in (0, 1), got 1.5``. Every enhancement is off by
+default: the plain loop is the baseline each one is measured against.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Literal
 
-from forgelib.configtools import doc, from_dict
+from forgelib.configtools import check, doc
 from forgelib.errors import ForgeError
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _require(ok: bool, key: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise ForgeError(f"{key}: expected {expected}, got {got!r}")
-
-
-def _int_at_least(key: str, value: Any, low: int) -> None:
-    _require(isinstance(value, int) and not isinstance(value, bool) and value >= low, key,
-             f"an integer >= {low}", value)
-
-
-def _float_in(key: str, value: Any, low: float, high: float, *, closed: bool = False) -> None:
-    inside = _number(value) and (low <= value <= high if closed else low < value < high)
-    bounds = f"[{low:g}, {high:g}]" if closed else f"({low:g}, {high:g})"
-    _require(inside, key, f"a float in {bounds}", value)
-
-
-def _float_at_least(key: str, value: Any, low: float) -> None:
-    _require(_number(value) and value >= low, key, f"a float >= {low:g}", value)
-
-
-def _choice(key: str, value: Any, options: tuple[str, ...]) -> None:
-    _require(value in options, key, "one of " + ", ".join(options), value)
 
 
 @dataclass(frozen=True)
 class LambScheduleConfig:
+    """λ schedule: scale λ by the train-validation accuracy gap at each evaluation (ours, not the paper's)."""
+
     enabled: bool = doc(
         "Adapt Grokfast's λ from the train-validation accuracy gap at each evaluation.",
         default=False,
@@ -65,27 +39,28 @@ class LambScheduleConfig:
     lamb_max: float = doc("Upper bound for λ.", default=10.0)
 
     def __post_init__(self) -> None:
-        key = "train.grokfast.schedule"
-        _float_in(f"{key}.gap_high", self.gap_high, 0.0, 1.0, closed=True)
-        _float_in(f"{key}.gap_low", self.gap_low, 0.0, 1.0, closed=True)
-        _require(self.gap_low < self.gap_high, f"{key}.gap_low", "a value below gap_high", self.gap_low)
-        _require(_number(self.factor) and self.factor > 1.0, f"{key}.factor", "a float > 1", self.factor)
-        _float_at_least(f"{key}.lamb_min", self.lamb_min, 0.0)
-        _require(_number(self.lamb_max) and self.lamb_max >= self.lamb_min, f"{key}.lamb_max",
-                 "a float >= lamb_min", self.lamb_max)
+        check(0 <= self.gap_high <= 1, "gap_high", "a float in [0, 1]", self.gap_high)
+        check(0 <= self.gap_low <= 1, "gap_low", "a float in [0, 1]", self.gap_low)
+        check(self.gap_low < self.gap_high, "gap_low", "a value below gap_high", self.gap_low)
+        check(self.factor > 1, "factor", "a float > 1", self.factor)
+        check(self.lamb_min >= 0, "lamb_min", "a float >= 0", self.lamb_min)
+        check(self.lamb_max >= self.lamb_min, "lamb_max", "a float >= lamb_min", self.lamb_max)
 
 
 @dataclass(frozen=True)
 class GrokfastConfig:
+    """Grokfast (Lee et al. 2024, arXiv 2405.20233): amplify the slow component of the gradients."""
+
     enabled: bool = doc("Amplify slow gradients (Grokfast, arXiv 2405.20233).", default=False)
-    filter: str = doc(
+    filter: Literal["ema", "ma", "ema_fused"] = doc(
         "ema: EMA filter after backward; ma: moving-average filter; ema_fused: the EMA filter inside "
         "GrokfastAdamW (it filters after gradient clipping, the controller before).",
         default="ema",
     )
     alpha: float = doc("EMA momentum (paper default 0.98; alpha^N ~ 0.1 for a target speedup N).", default=0.98)
     lamb: float | None = doc(
-        "Amplification λ; unset means the paper default of the filter (EMA 2.0, MA 5.0).",
+        "Amplification λ at the start of the run; unset means the paper default of the filter (EMA 2.0, "
+        "MA 5.0). From then on the Grokfast controller owns λ (the schedule below changes it there).",
         default=None,
     )
     window_size: int = doc("MA window length in steps (paper default 100); the MA state, checkpoints included, "
@@ -97,13 +72,12 @@ class GrokfastConfig:
     )
 
     def __post_init__(self) -> None:
-        _choice("train.grokfast.filter", self.filter, ("ema", "ma", "ema_fused"))
-        _float_in("train.grokfast.alpha", self.alpha, 0.0, 1.0)
-        if self.lamb is not None:
-            _float_at_least("train.grokfast.lamb", self.lamb, 0.0)
-        _int_at_least("train.grokfast.window_size", self.window_size, 1)
+        check(0 < self.alpha < 1, "alpha", "a float in (0, 1)", self.alpha)
+        check(self.lamb is None or self.lamb >= 0, "lamb", "a float >= 0", self.lamb)
+        check(self.window_size >= 1, "window_size", "an integer >= 1", self.window_size)
 
     def effective_lamb(self) -> float:
+        """The λ a run starts from (the Grokfast controller owns it from then on)."""
         if self.lamb is not None:
             return float(self.lamb)
         return 5.0 if self.filter == "ma" else 2.0
@@ -111,6 +85,8 @@ class GrokfastConfig:
 
 @dataclass(frozen=True)
 class EdgeConfig:
+    """Edge-of-chaos curriculum: per family, move the difficulty level to keep success inside a band."""
+
     enabled: bool = doc(
         "Edge-of-chaos curriculum: move each family's difficulty to keep success inside ``band``.",
         default=False,
@@ -128,22 +104,20 @@ class EdgeConfig:
     )
 
     def __post_init__(self) -> None:
-        band = self.band
-        _require(isinstance(band, (tuple, list)) and len(band) == 2 and all(_number(b) for b in band),
-                 "train.edge.band", "[lo, hi] with 0 <= lo < hi <= 1", band)
-        _require(0.0 <= band[0] < band[1] <= 1.0, "train.edge.band", "[lo, hi] with 0 <= lo < hi <= 1",
-                 list(band))
-        _int_at_least("train.edge.window", self.window, 1)
-        _int_at_least("train.edge.min_samples", self.min_samples, 1)
-        _require(self.min_samples <= self.window, "train.edge.min_samples", "a value <= train.edge.window",
-                 self.min_samples)
-        _int_at_least("train.edge.update_every", self.update_every, 1)
-        if self.start_level is not None:
-            _int_at_least("train.edge.start_level", self.start_level, 0)
+        band = "[lo, hi] with 0 <= lo < hi <= 1"
+        check(len(self.band) == 2, "band", band, self.band)
+        check(0 <= self.band[0] < self.band[1] <= 1, "band", band, list(self.band))
+        check(self.window >= 1, "window", "an integer >= 1", self.window)
+        check(self.min_samples >= 1, "min_samples", "an integer >= 1", self.min_samples)
+        check(self.min_samples <= self.window, "min_samples", f"a value <= window ({self.window})", self.min_samples)
+        check(self.update_every >= 1, "update_every", "an integer >= 1", self.update_every)
+        check(self.start_level is None or self.start_level >= 0, "start_level", "an integer >= 0", self.start_level)
 
 
 @dataclass(frozen=True)
 class GeometryConfig:
+    """TwoNN intrinsic dimension of hidden states (Facco et al. 2017), probed during training."""
+
     enabled: bool = doc(
         "Probe the TwoNN intrinsic dimension of hidden states and classify the grokking stage.",
         default=False,
@@ -163,16 +137,16 @@ class GeometryConfig:
     trend_window: int = doc("Recent probes the ID trend (relative least-squares slope) is computed over.", default=4)
 
     def __post_init__(self) -> None:
-        _int_at_least("train.geometry.every", self.every, 1)
-        _require(isinstance(self.layers, (tuple, list)) and len(self.layers) > 0
-                 and all(isinstance(i, int) and not isinstance(i, bool) for i in self.layers),
-                 "train.geometry.layers", "a non-empty list of integers", self.layers)
-        _int_at_least("train.geometry.probe_size", self.probe_size, 8)
-        _int_at_least("train.geometry.trend_window", self.trend_window, 2)
+        check(self.every >= 1, "every", "an integer >= 1", self.every)
+        check(len(self.layers) > 0, "layers", "a non-empty list of integers", self.layers)
+        check(self.probe_size >= 8, "probe_size", "an integer >= 8", self.probe_size)
+        check(self.trend_window >= 2, "trend_window", "an integer >= 2", self.trend_window)
 
 
 @dataclass(frozen=True)
 class SelfModelConfig:
+    """Self-modeling auxiliary head (arXiv 2407.10188): predict the model's own hidden state."""
+
     enabled: bool = doc(
         "Auxiliary head predicting the model's own hidden activations (arXiv 2407.10188).",
         default=False,
@@ -185,16 +159,13 @@ class SelfModelConfig:
     source_layer: int = doc("Hidden-state index the head reads (-1: the final hidden state).", default=-1)
 
     def __post_init__(self) -> None:
-        _float_at_least("train.self_model.weight", self.weight, 0.0)
-        if self.target_layer is not None:
-            _require(isinstance(self.target_layer, int), "train.self_model.target_layer", "an integer",
-                     self.target_layer)
-        _require(isinstance(self.source_layer, int), "train.self_model.source_layer", "an integer",
-                 self.source_layer)
+        check(self.weight >= 0, "weight", "a float >= 0", self.weight)
 
 
 @dataclass(frozen=True)
 class DreamConfig:
+    """Dream cycles: replay of hard real examples mixed with verified self-generated ones."""
+
     enabled: bool = doc(
         "Dream cycles: replay the hardest real examples mixed with verified self-generated ones.",
         default=False,
@@ -213,16 +184,17 @@ class DreamConfig:
     temperature: float = doc("Sampling temperature when the temperature curriculum is off.", default=0.7)
 
     def __post_init__(self) -> None:
-        _int_at_least("train.dreams.every", self.every, 1)
-        _int_at_least("train.dreams.steps", self.steps, 1)
-        _int_at_least("train.dreams.buffer_size", self.buffer_size, 1)
-        _float_in("train.dreams.self_fraction", self.self_fraction, 0.0, 1.0, closed=True)
-        _int_at_least("train.dreams.self_prompts", self.self_prompts, 0)
-        _float_at_least("train.dreams.temperature", self.temperature, 0.0)
+        for key in ("every", "steps", "buffer_size"):
+            check(getattr(self, key) >= 1, key, "an integer >= 1", getattr(self, key))
+        check(0 <= self.self_fraction <= 1, "self_fraction", "a float in [0, 1]", self.self_fraction)
+        check(self.self_prompts >= 0, "self_prompts", "an integer >= 0", self.self_prompts)
+        check(self.temperature >= 0, "temperature", "a float >= 0", self.temperature)
 
 
 @dataclass(frozen=True)
 class TemperatureConfig:
+    """Temperature curriculum of the dream cycles' self-generated samples."""
+
     enabled: bool = doc(
         "Ramp the dream sampling temperature from narrow (``start``) to wide (``end``).",
         default=False,
@@ -238,25 +210,23 @@ class TemperatureConfig:
     )
 
     def __post_init__(self) -> None:
-        _float_at_least("train.temperature.start", self.start, 0.0)
-        _float_at_least("train.temperature.end", self.end, 0.0)
-        if self.ramp_steps is not None:
-            _int_at_least("train.temperature.ramp_steps", self.ramp_steps, 1)
+        check(self.start >= 0, "start", "a float >= 0", self.start)
+        check(self.end >= 0, "end", "a float >= 0", self.end)
+        check(self.ramp_steps is None or self.ramp_steps >= 1, "ramp_steps", "an integer >= 1", self.ramp_steps)
 
 
 @dataclass(frozen=True)
 class WandbConfig:
+    """Optional Weights & Biases logging (dvclive always logs)."""
+
     project: str | None = doc("Weights & Biases project; unset disables W&B (dvclive is always on).", default=None)
-    mode: str = doc(
+    mode: Literal["online", "offline"] = doc(
         "online or offline (offline writes a local run to sync later with ``wandb sync``).",
         default="offline",
     )
 
     def __post_init__(self) -> None:
-        if self.project is not None:
-            _require(isinstance(self.project, str) and self.project != "", "train.wandb.project",
-                     "a non-empty string", self.project)
-        _choice("train.wandb.mode", self.mode, ("online", "offline"))
+        check(self.project is None or self.project != "", "project", "a non-empty string", self.project)
 
 
 ENHANCEMENTS = ("grokfast", "edge", "geometry", "self_model", "dreams", "temperature")
@@ -265,13 +235,15 @@ ENHANCEMENTS = ("grokfast", "edge", "geometry", "self_model", "dreams", "tempera
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """The Forge loop: AdamW on the evolved model plus switchable controllers (all off by default)."""
+
     seed: int = doc(
         "Seeds the batch order, the samplers and torch; same seed and params give the same weights.",
         default=0,
     )
     max_steps: int = doc("Optimizer steps of the main loop (dream steps come on top).", default=300)
     batch_size: int = doc("Examples per step.", default=64)
-    source: str = doc(
+    source: Literal["auto", "split", "generate"] = doc(
         "split: rows of the prepared train split; generate: fresh generator examples at any level "
         "(validation/test prompts excluded); auto: generate when the edge curriculum is on (it needs "
         "levels the prepared split does not hold), split otherwise.",
@@ -281,7 +253,7 @@ class TrainConfig:
     weight_decay: float = doc("AdamW decoupled weight decay.", default=0.0)
     betas: tuple[float, float] = doc("AdamW betas (Grokfast paper setup).", default=(0.9, 0.98))
     warmup_steps: int = doc("Linear learning-rate warmup.", default=10)
-    lr_schedule: str = doc(
+    lr_schedule: Literal["constant", "cosine"] = doc(
         "After warmup: constant, or cosine decay to 10% of ``lr`` at ``max_steps``.",
         default="constant",
     )
@@ -304,23 +276,14 @@ class TrainConfig:
                                          default_factory=TemperatureConfig)
 
     def __post_init__(self) -> None:
-        _int_at_least("train.seed", self.seed, 0)
-        _int_at_least("train.max_steps", self.max_steps, 1)
-        _int_at_least("train.batch_size", self.batch_size, 1)
-        _choice("train.source", self.source, ("auto", "split", "generate"))
-        _require(_number(self.lr) and self.lr > 0, "train.lr", "a float > 0", self.lr)
-        _float_at_least("train.weight_decay", self.weight_decay, 0.0)
-        _require(isinstance(self.betas, (tuple, list)) and len(self.betas) == 2
-                 and all(_number(b) and 0.0 <= b < 1.0 for b in self.betas),
-                 "train.betas", "two floats in [0, 1)", self.betas)
-        _int_at_least("train.warmup_steps", self.warmup_steps, 0)
-        _choice("train.lr_schedule", self.lr_schedule, ("constant", "cosine"))
-        _float_at_least("train.grad_clip", self.grad_clip, 0.0)
-        _int_at_least("train.eval_every", self.eval_every, 1)
-        _int_at_least("train.eval_limit", self.eval_limit, 1)
-        _int_at_least("train.log_every", self.log_every, 1)
-        _int_at_least("train.checkpoint_every", self.checkpoint_every, 0)
-        _int_at_least("train.keep_checkpoints", self.keep_checkpoints, 1)
+        for key, low in (("seed", 0), ("max_steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("eval_every", 1),
+                         ("eval_limit", 1), ("log_every", 1), ("checkpoint_every", 0), ("keep_checkpoints", 1)):
+            check(getattr(self, key) >= low, key, f"an integer >= {low}", getattr(self, key))
+        check(self.lr > 0, "lr", "a float > 0", self.lr)
+        check(self.weight_decay >= 0, "weight_decay", "a float >= 0", self.weight_decay)
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two floats in [0, 1)",
+              self.betas)
+        check(self.grad_clip >= 0, "grad_clip", "a float >= 0", self.grad_clip)
 
     def with_enabled(self, *names: str) -> "TrainConfig":
         """A copy with the named enhancements switched on (``all``: every one), for CLI flags
@@ -342,12 +305,4 @@ class TrainConfig:
         if self.source != "auto":
             return self.source
         return "generate" if self.edge.enabled else "split"
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None, *, section: str = "train") -> "TrainConfig":
-        """Build from the params.yaml mapping; unknown keys and bad values raise ForgeError."""
-        return from_dict(cls, data or {}, section)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 

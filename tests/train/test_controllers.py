@@ -9,16 +9,19 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from forgelib.configtools import from_dict
 from forgelib.errors import ForgeError
 from forgelib.train.checkpoint import join_tensors, split_tensors
 from forgelib.train.config import TrainConfig
 from forgelib.train.controllers.base import BatchPlan
 from forgelib.train.controllers.dream import DreamCycles, verified
 from forgelib.train.controllers.edge import EdgeCurriculum, next_level
-from forgelib.train.controllers.lamb_scheduler import next_lamb
+from forgelib.train.controllers.grokfast import GrokfastController
+from forgelib.train.controllers.lamb_scheduler import LambScheduler, next_lamb
 from forgelib.train.controllers.registry import CONTROLLERS, BuildEnv, build_controllers, get_builder
 from forgelib.train.controllers.self_model import SelfModelHead, masked_mse
 from forgelib.train.controllers.temperature import temperature_at
+from forgelib.train.forge_loop import make_optimizer
 from forgelib.train.task_stream import TaskStream
 
 from conftest import tiny_model
@@ -78,6 +81,23 @@ def test_lamb_rule():
     assert next_lamb(2.0, 0.1, **rule) == 2.0
 
 
+def test_grokfast_controller_is_the_one_owner_of_lamb():
+    # The config gives λ's first value only: the optimizer takes the controller's, the scheduler
+    # changes the controller's, and the fused optimizer's copy follows it before the next step.
+    cfg = from_dict(TrainConfig, {"grokfast": {"enabled": True, "filter": "ema_fused", "lamb": 3.0}}, "train")
+    grokfast = GrokfastController(filter="ema_fused", alpha=0.9, lamb=2.0, window_size=1, warmup=False)
+    model = torch.nn.Linear(2, 2)
+    optimizer = make_optimizer(cfg, model, [grokfast])
+    assert optimizer.param_groups[0]["lamb"] == 2.0
+    ctx = SimpleNamespace(model=model, optimizer=optimizer, controllers={"grokfast": grokfast})
+    scheduler = LambScheduler(gap_high=0.2, gap_low=0.05, factor=2.0, lamb_min=0.5, lamb_max=5.0)
+    scheduler.on_eval(ctx, 10, {"train_acc": 1.0, "val_acc": 0.5})
+    assert grokfast.lamb == 4.0 and grokfast.state_dict()["lamb"] == 4.0 and scheduler.state_dict() == {"last_gap": 0.5}
+    assert optimizer.param_groups[0]["lamb"] == 2.0
+    grokfast.after_backward(ctx, 11)
+    assert optimizer.param_groups[0]["lamb"] == 4.0
+
+
 def test_temperature_schedule_goes_narrow_to_wide():
     values = [temperature_at(s, start=0.3, end=1.0, ramp_steps=10) for s in (0, 5, 10, 20)]
     assert values == pytest.approx([0.3, 0.65, 1.0, 1.0])
@@ -123,10 +143,10 @@ def test_unknown_controller_lists_valid_names():
 
 
 def _all_on(tasks, tokenizer, **extra):
-    cfg = TrainConfig.from_dict({name: {"enabled": True} for name, _ in CONTROLLERS if name != "lamb_schedule"}
-                                | {"grokfast": {"enabled": True, "filter": "ma", "window_size": 3,
-                                                "schedule": {"enabled": True}},
-                                   "geometry": {"enabled": True, "probe_size": 16}, **extra})
+    params = ({name: {"enabled": True} for name, _ in CONTROLLERS if name != "lamb_schedule"}
+              | {"grokfast": {"enabled": True, "filter": "ma", "window_size": 3, "schedule": {"enabled": True}},
+                 "geometry": {"enabled": True, "probe_size": 16}, **extra})
+    cfg = from_dict(TrainConfig, params, "train")
     model = tiny_model(tokenizer)
     stream = TaskStream(tasks, tokenizer, seed=0)
     return cfg, build_controllers(cfg, BuildEnv(model=model, tasks=tasks, stream=stream, max_new_tokens=6))

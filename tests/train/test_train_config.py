@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import pytest
 
+from forgelib.configtools import from_dict
 from forgelib.errors import ForgeError
 from forgelib.train.config import TrainConfig
 
 
 def test_defaults_are_valid_and_everything_is_off():
-    cfg = TrainConfig.from_dict({})
+    cfg = from_dict(TrainConfig, {}, "train")
     assert cfg == TrainConfig()
     assert not any(getattr(cfg, s).enabled for s in ("grokfast", "edge", "geometry", "self_model", "dreams", "temperature"))
     assert cfg.grokfast.effective_lamb() == 2.0
-    assert TrainConfig.from_dict({"grokfast": {"filter": "ma"}}).grokfast.effective_lamb() == 5.0
+    assert from_dict(TrainConfig, {"grokfast": {"filter": "ma"}}, "train").grokfast.effective_lamb() == 5.0
 
 
 def test_lists_become_tuples():
-    cfg = TrainConfig.from_dict({"edge": {"band": [0.5, 0.8]}, "geometry": {"layers": [1, -1]}})
+    cfg = from_dict(TrainConfig, {"edge": {"band": [0.5, 0.8]}, "geometry": {"layers": [1, -1]}}, "train")
     assert cfg.edge.band == (0.5, 0.8) and cfg.geometry.layers == (1, -1)
 
 
@@ -44,12 +45,12 @@ def test_lists_become_tuples():
 ])
 def test_bad_params_name_the_key(params, message):
     with pytest.raises(ForgeError) as info:
-        TrainConfig.from_dict(params)
+        from_dict(TrainConfig, params, "train")
     assert message in str(info.value)
 
 
 def test_cli_switches():
-    cfg = TrainConfig.from_dict({"edge": {"band": [0.5, 0.9]}}).with_enabled("edge", "dreams")
+    cfg = from_dict(TrainConfig, {"edge": {"band": [0.5, 0.9]}}, "train").with_enabled("edge", "dreams")
     assert cfg.edge.enabled and cfg.dreams.enabled and not cfg.grokfast.enabled
     assert cfg.edge.band == (0.5, 0.9)
     every = TrainConfig().with_enabled("all")

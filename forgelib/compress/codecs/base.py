@@ -15,10 +15,9 @@ from typing import Any, Callable
 
 import torch
 
-from forgelib.configtools import check  # noqa: F401  (re-exported for the codec configs)
+from forgelib.configtools import check, doc  # noqa: F401  (re-exported for the codec configs)
 from forgelib.errors import ForgeError
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+from forgelib.models.dtypes import DTYPES, dtype_name
 
 
 @dataclass
@@ -47,7 +46,7 @@ class Codec:
 
 def base_meta(tensor: torch.Tensor) -> dict[str, Any]:
     """The shape and dtype every payload records so ``decode`` can restore them."""
-    name = next((k for k, v in DTYPES.items() if v == tensor.dtype), None)
+    name = dtype_name(tensor.dtype)
     if name is None:
         raise ForgeError(
             f"tensor dtype {tensor.dtype} cannot be compressed; expected one of {sorted(DTYPES)}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from forgelib.compress.codecs.base import Payload, base_meta, check, restore
+from forgelib.compress.codecs.base import Payload, base_meta, check, doc, restore
 from forgelib.compress.codecs.ternary_pack import PACKINGS, pack_ternary, unpack_ternary
 
 CITATION = "Ma et al. 2024, The Era of 1-bit LLMs (BitNet b1.58), arXiv 2402.17764"
@@ -24,8 +24,9 @@ EPS = 1e-8  # keeps an all-zero tensor from dividing by zero
 
 @dataclass(frozen=True)
 class BitNetConfig:
-    packing: str = "trit5"
-    """``trit5``: 5 trits per byte (1.6 bits/weight); ``2bit``: 4 weights per byte."""
+    packing: str = doc(
+        "``trit5``: 5 trits per byte (1.6 bits/weight); ``2bit``: 4 weights per byte.",
+        default="trit5")
 
     def __post_init__(self) -> None:
         check(self.packing in PACKINGS, "packing", f"one of {list(PACKINGS)}", self.packing)

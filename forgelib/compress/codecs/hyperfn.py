@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from forgelib.compress.codecs.base import Payload, base_meta, check, index_bits, restore
+from forgelib.compress.codecs.base import Payload, base_meta, check, doc, index_bits, restore
 from forgelib.compress.codecs.bitpack import pack_bits, unpack_bits
 from forgelib.compress.codecs.kmeans import nearest
 
@@ -38,14 +38,14 @@ GOLDEN = (1 + math.sqrt(5)) / 2
 
 @dataclass(frozen=True)
 class HyperFnConfig:
-    n_points: int = 1024
-    """Codebook samples along the winding line."""
-    n_classes: int = 3
-    """Radial classes for pairs outside the square (0: clamp them onto the square's codebook)."""
-    inner_fraction: float = 0.95
-    """Fraction of pairs inside the square (sets its side)."""
-    slope: float = GOLDEN
-    """Slope of the winding line; must be irrational in spirit (rationals close the line)."""
+    n_points: int = doc("Codebook samples along the winding line.", default=1024)
+    n_classes: int = doc(
+        "Radial classes for pairs outside the square (0: clamp them onto the square's codebook).",
+        default=3)
+    inner_fraction: float = doc("Fraction of pairs inside the square (sets its side).", default=0.95)
+    slope: float = doc(
+        "Slope of the winding line; must be irrational in spirit (rationals close the line).",
+        default=GOLDEN)
 
     def __post_init__(self) -> None:
         check(isinstance(self.n_points, int) and 4 <= self.n_points <= 1 << 16,

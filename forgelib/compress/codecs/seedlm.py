@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from forgelib.compress.codecs.base import Payload, base_meta, check, index_bits, restore
+from forgelib.compress.codecs.base import Payload, base_meta, check, doc, index_bits, restore
 from forgelib.compress.codecs.bitpack import pack_bits, unpack_bits
 from forgelib.compress.codecs.lfsr import MAXIMAL_TAPS, lfsr_states
 
@@ -39,15 +39,15 @@ Q_MIN, Q_MAX = -8, 7  # 4-bit two's complement coefficients
 
 @dataclass(frozen=True)
 class SeedLMConfig:
-    C: int = 8
-    """Block length (weights per seed). Paper operating points: C=8,P=3 (4 b/w); C=12,P=4 (3 b/w)."""
-    P: int = 3
-    """Coefficients per block (columns of the random basis)."""
-    K: int = 16
-    """LFSR width in bits; taps from ``lfsr.MAXIMAL_TAPS``."""
-    max_seeds: int = 4096
-    """Seeds searched (1..max_seeds, at most 2^K - 1). Fewer seeds: faster and fewer seed bits,
-    more error. 4096 keeps the default CPU-fast; 65535 (K=16) is the paper's full search."""
+    C: int = doc(
+        "Block length (weights per seed). Paper operating points: C=8,P=3 (4 b/w); C=12,P=4 (3 b/w).",
+        default=8)
+    P: int = doc("Coefficients per block (columns of the random basis).", default=3)
+    K: int = doc("LFSR width in bits; taps from ``lfsr.MAXIMAL_TAPS``.", default=16)
+    max_seeds: int = doc(
+        "Seeds searched (1..max_seeds, at most 2^K - 1). Fewer seeds: faster and fewer seed bits, "
+        "more error. 4096 keeps the default CPU-fast; 65535 (K=16) is the paper's full search.",
+        default=4096)
 
     def __post_init__(self) -> None:
         check(isinstance(self.C, int) and 2 <= self.C <= 64, "C", "an int in [2, 64]", self.C)

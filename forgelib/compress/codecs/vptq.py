@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from forgelib.compress.codecs.base import Payload, base_meta, check, is_power_of_two, restore
+from forgelib.compress.codecs.base import Payload, base_meta, check, doc, is_power_of_two, restore
 from forgelib.compress.codecs.bitpack import pack_bits, unpack_bits
 from forgelib.compress.codecs.kmeans import nearest, weighted_kmeans
 from forgelib.errors import ForgeError
@@ -35,22 +35,20 @@ CITATION = "Liu et al. 2024, VPTQ: Extreme Low-bit Vector Post-Training Quantiza
 
 @dataclass(frozen=True)
 class VPTQConfig:
-    v: int = 8
-    """Vector length (consecutive rows of one column)."""
-    k: int = 256
-    """Main codebook size (power of two); log2(k)/v bits per weight."""
-    k_res: int = 0
-    """Residual codebook size (power of two), 0 for none; adds log2(k_res)/v bits per weight."""
-    kmeans_iters: int = 20
-    """Lloyd iterations per codebook."""
-    block_size: int = 64
-    """Columns per GPTQ block (error feedback within a block is exact, across blocks lazy)."""
-    damp: float = 0.01
-    """Added to the Hessian diagonal, as a fraction of its mean, so the Cholesky factor exists."""
-    codebook_bits: int = 16
-    """Codebook storage: 16 (fp16) or 8 (int8 with one fp32 scale per codebook)."""
-    seed: int = 0
-    """Seeds the k-means initialisation."""
+    v: int = doc("Vector length (consecutive rows of one column).", default=8)
+    k: int = doc("Main codebook size (power of two); log2(k)/v bits per weight.", default=256)
+    k_res: int = doc(
+        "Residual codebook size (power of two), 0 for none; adds log2(k_res)/v bits per weight.",
+        default=0)
+    kmeans_iters: int = doc("Lloyd iterations per codebook.", default=20)
+    block_size: int = doc(
+        "Columns per GPTQ block (error feedback within a block is exact, across blocks lazy).",
+        default=64)
+    damp: float = doc(
+        "Added to the Hessian diagonal, as a fraction of its mean, so the Cholesky factor exists.",
+        default=0.01)
+    codebook_bits: int = doc("Codebook storage: 16 (fp16) or 8 (int8 with one fp32 scale per codebook).", default=16)
+    seed: int = doc("Seeds the k-means initialisation.", default=0)
 
     def __post_init__(self) -> None:
         check(isinstance(self.v, int) and 1 <= self.v <= 64, "v", "an int in [1, 64]", self.v)

@@ -3,7 +3,12 @@
 ``filter="ema"`` or ``"ma"`` rewrites each parameter's ``.grad`` with the pure filters of
 :mod:`forgelib.train.grokfast` in ``after_backward``. ``filter="ema_fused"`` leaves the gradients
 alone: the loop then builds a :class:`~forgelib.train.grokfast.GrokfastAdamW`, and this controller
-only keeps the optimizer's λ in step with its own (which the λ scheduler may change).
+only keeps the optimizer's λ in step with its own.
+
+This controller is the one owner of λ at run time. It starts from ``train.grokfast.lamb`` (the
+config is not read again), the λ scheduler changes it through :meth:`GrokfastController.set_lamb`,
+it is checkpointed in this controller's state, and with ``ema_fused`` it is copied into the
+optimizer's model group before every step (``GrokfastAdamW`` reads λ per param group).
 """
 
 from __future__ import annotations
@@ -16,9 +21,18 @@ class GrokfastController(Controller):
     name = "grokfast"
 
     def __init__(self, *, filter: str, alpha: float, lamb: float, window_size: int, warmup: bool):
-        self.filter, self.alpha, self.lamb = filter, alpha, lamb
+        self.filter, self.alpha, self._lamb = filter, alpha, float(lamb)
         self.window_size, self.warmup = window_size, warmup
         self.filter_state: dict = {}
+
+    @property
+    def lamb(self) -> float:
+        """The amplification λ of the current step."""
+        return self._lamb
+
+    def set_lamb(self, lamb: float) -> None:
+        """Change λ from the next step on (the λ scheduler's hook into this controller)."""
+        self._lamb = float(lamb)
 
     def after_backward(self, ctx: LoopContext, step: int) -> None:
         if self.filter == "ema":
@@ -40,5 +54,5 @@ class GrokfastController(Controller):
         return {"lamb": self.lamb, "filter_state": self.filter_state}
 
     def load_state_dict(self, state: dict) -> None:
-        self.lamb = float(state["lamb"])
+        self._lamb = float(state["lamb"])
         self.filter_state = state["filter_state"]

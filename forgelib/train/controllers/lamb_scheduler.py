@@ -9,7 +9,8 @@ The rule, applied at every in-loop evaluation with ``gap = train_acc - val_acc``
   size (g + λ·mu is up to (1 + λ) times the gradient), so λ is divided by ``factor``.
 - otherwise λ is left alone. λ stays within [lamb_min, lamb_max].
 
-The rule is ours: the paper uses a fixed λ. Measure it before relying on it.
+The rule is ours: the paper uses a fixed λ. Measure it before relying on it. λ itself belongs to
+the Grokfast controller; this one only computes the next value and hands it over (``set_lamb``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class LambScheduler(Controller):
     def on_eval(self, ctx: LoopContext, step: int, metrics: dict) -> None:
         grokfast = ctx.controllers["grokfast"]
         self.last_gap = metrics["train_acc"] - metrics["val_acc"]
-        grokfast.lamb = next_lamb(grokfast.lamb, self.last_gap, **self.rule)
+        grokfast.set_lamb(next_lamb(grokfast.lamb, self.last_gap, **self.rule))
 
     def metrics(self) -> dict[str, float]:
         return {} if self.last_gap is None else {"grokfast/gap": self.last_gap}
