@@ -40,11 +40,12 @@ from pathlib import Path
 import torch
 from datasets import Dataset, DatasetDict
 
+from forgelib.configtools import from_dict
 from forgelib.data.batching import encode_rows
 from forgelib.data.tasks import generate
 from forgelib.data.tokenizer import build_char_tokenizer
 from forgelib.models.build import build_llama, llama_config
-from forgelib.train.batch_stats import score_rows
+from forgelib.eval.evaluate import score_rows
 from forgelib.train.config import TrainConfig
 from forgelib.train.forge_loop import eval_subsets, evaluate_in_loop, train_model
 from forgelib.base.sft import SFTSettings, train_sft
@@ -98,14 +99,14 @@ def weight_stats(model) -> dict[str, float]:
 
 def run_arm(base, suite, tokenizer, params: dict, seed: int, hard_rows: list[dict], start_acc: float,
             target: float) -> dict:
-    cfg = TrainConfig.from_dict({**params, "seed": seed})
+    cfg = from_dict(TrainConfig, {**params, "seed": seed}, "train")
     model = copy.deepcopy(base)
     with tempfile.TemporaryDirectory() as tmp:
         metrics = train_model(model, tokenizer, suite, cfg, out_dir=Path(tmp) / "model",
                               checkpoint_dir=Path(tmp) / "ckpt", metrics_dir=Path(tmp) / "metrics")
     curve = metrics["eval_curve"]
     reached = next((step for step, acc in curve if acc >= start_acc + target), None)
-    _, hard_correct = score_rows(model, tokenizer, hard_rows)
+    hard_correct = score_rows(model, tokenizer, hard_rows).correct
     return {
         "mean_val_acc": sum(acc for _, acc in curve) / len(curve),
         "examples_to_target": (reached or cfg.max_steps) * cfg.batch_size,
@@ -139,7 +140,7 @@ def measure_overhead(base, suite, tokenizer, common: dict, seed: int = 0, repeat
     times: dict[str, list[float]] = {"plain": [], "all_on": []}
     for _ in range(repeats):  # alternate the arms so load changes on a shared machine hit both
         for arm, params in (("plain", frozen), ("all_on", {**ALL_ON, **frozen})):
-            cfg = TrainConfig.from_dict({**common, **params, "seed": seed, "eval_every": common["max_steps"]})
+            cfg = from_dict(TrainConfig, {**common, **params, "seed": seed, "eval_every": common["max_steps"]}, "train")
             with tempfile.TemporaryDirectory() as tmp:
                 metrics = train_model(copy.deepcopy(base), tokenizer, suite, cfg, out_dir=Path(tmp) / "m",
                                       checkpoint_dir=Path(tmp) / "c", metrics_dir=Path(tmp) / "x")
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
               "checkpoint_every": 0, "log_every": 20}
     hard_rows = [r for splits in suite.values() for r in splits["validation"] if r["level"] == max(LEVELS)]
     start = evaluate_in_loop(base, tokenizer, eval_subsets(suite, common["eval_limit"]))["val_acc"]  # the runs' eval set
-    _, hard_start = score_rows(base, tokenizer, hard_rows)
+    hard_start = score_rows(base, tokenizer, hard_rows).correct
     results: dict = {"base": {"val_acc": start, "hard_acc": float(hard_start.float().mean())}}
     if not args.json:
         print(f"base model: val acc {start:.3f}, hard (level {max(LEVELS)}) acc {results['base']['hard_acc']:.3f}",

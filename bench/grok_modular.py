@@ -14,7 +14,7 @@ the embedded default's ancestor (models/base/ancestor: Llama, hidden 64, 2 layer
 - wall seconds and training ms/step (``--threads``, default 1).
 
 Exact match is teacher-forced argmax over the answer tokens and <eos> (= greedy exact match; see
-forgelib/train/batch_stats.py). Training uses a functional copy of the HF Llama forward
+forgelib/eval/scoring.py). Training uses a functional copy of the HF Llama forward
 (``LeanForward``, checked against the HF forward at start-up, max |logit diff| < 1e-4).
 
 Recipe (the defaults; the best found, and it does NOT reach the 0.9 target):
@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import sys
@@ -57,8 +56,10 @@ import torch.nn.functional as F
 
 from forgelib.data.batching import IGNORE, encode_rows
 from forgelib.data.tasks import get_task, load_tasks
+from forgelib.eval.scoring import accuracy_by_task, family_scores
 from forgelib.models.hf import load_model, load_tokenizer
 from forgelib.train.grokfast import apply_grad_filter_, gradfilter_ema
+from forgelib.train.schedule import learning_rate
 
 MODULAR = ("mod_add", "mod_mul")
 
@@ -193,16 +194,8 @@ def exact_match(lean, pool: Pool, chunk: int = 1024) -> torch.Tensor:
 
 
 def family_accuracy(tasks_of_rows, families_of_rows, correct) -> tuple[dict, dict]:
-    per_task: dict[str, list] = {}
-    fam_of: dict[str, str] = {}
-    for task, fam, ok in zip(tasks_of_rows, families_of_rows, correct.tolist()):
-        per_task.setdefault(task, []).append(ok)
-        fam_of[task] = fam
-    task_acc = {t: sum(v) / len(v) for t, v in per_task.items()}
-    fams: dict[str, list] = {}
-    for t, acc in task_acc.items():
-        fams.setdefault(fam_of[t], []).append(acc)
-    return task_acc, {f: sum(v) / len(v) for f, v in fams.items()}
+    task_acc = accuracy_by_task(tasks_of_rows, correct.tolist())
+    return task_acc, family_scores(task_acc, dict(zip(tasks_of_rows, families_of_rows)))
 
 
 class Evaluator:
@@ -229,15 +222,6 @@ class Evaluator:
 
 
 # ----------------------------------------------------------------------------- training
-
-def lr_at(step: int, args) -> float:
-    if step < args.warmup_steps:
-        return args.lr * (step + 1) / args.warmup_steps
-    if args.schedule == "constant":
-        return args.lr
-    progress = min(1.0, (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps))
-    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
 
 def run_arm(name: str, grokfast: bool, args, data, log) -> dict:
     torch.manual_seed(args.seed)
@@ -283,7 +267,8 @@ def run_arm(name: str, grokfast: bool, args, data, log) -> dict:
     for step in range(1, args.max_steps + 1):
         t0 = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step - 1, args)
+            group["lr"] = learning_rate(step - 1, peak=args.lr, warmup_steps=args.warmup_steps,
+                                        total_steps=args.max_steps, schedule=args.schedule)
         total_nll, total_tok = 0.0, 0
         optimizer.zero_grad(set_to_none=True)
         # modular rows (short) and replay rows (longer) go through separate forwards so the

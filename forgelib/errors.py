@@ -15,11 +15,6 @@ class ForgeError(Exception):
     """Bad input: the message says what was wrong, where (file, key) and what to do."""
 
 
-def fail(message: str) -> "ForgeError":
-    """Build a ForgeError; ``raise fail(...)`` reads as one sentence at the call site."""
-    return ForgeError(message)
-
-
 def exit_on_error(main):
     """Decorator for stage scripts: a ForgeError becomes ``error: <message>`` and exit code 2."""
     import functools

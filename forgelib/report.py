@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from forgelib.config import GatesConfig
 from forgelib.errors import ForgeError
 from forgelib.io import read_json, write_json, write_text_atomic
+from forgelib.report_config import GatesConfig
 
 Gate = tuple[str, bool, str]  # (name, passed, "measured vs required")
 

@@ -8,12 +8,14 @@ phase re-scores only the models downstream of it.
 """
 
 import argparse
+import time
 from pathlib import Path
 
+from forgelib.compress.loader import load_model_any
 from forgelib.config import load_section
 from forgelib.errors import ForgeError
-from forgelib.eval.humaneval_cli import score_phase
-from forgelib.io import write_json
+from forgelib.eval.humaneval import run_humaneval
+from forgelib.io import write_json, write_text_atomic
 from forgelib.runtime import stage
 
 
@@ -28,10 +30,13 @@ def main() -> None:
     if args.name not in cfg.models:
         raise ForgeError(f"{args.params}: humaneval.models has no entry {args.name!r}; "
                          f"valid: {', '.join(cfg.models) or 'none'}")
-    out = Path(args.out)
-    metrics = score_phase(Path(cfg.models[args.name]), limit=cfg.limit, max_new_tokens=cfg.max_new_tokens,
-                          samples_out=out / f"{args.name}.samples.jsonl")
-    write_json(out / f"{args.name}.json", metrics)
+    out, model_path, start = Path(args.out), Path(cfg.models[args.name]), time.perf_counter()
+    model, tokenizer = load_model_any(model_path)
+    loaded = time.perf_counter() - start
+    run = run_humaneval(model, tokenizer, limit=cfg.limit, max_new_tokens=cfg.max_new_tokens)
+    write_text_atomic(out / f"{args.name}.samples.jsonl", run.samples_jsonl())
+    write_json(out / f"{args.name}.json", {**run.metrics(load_seconds=loaded), "model": str(model_path),
+                                           "max_new_tokens": cfg.max_new_tokens})
 
 
 if __name__ == "__main__":

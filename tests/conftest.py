@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from forgelib.config import PrepareConfig
 from forgelib.data.batching import encode_rows
+from forgelib.data.config import PrepareConfig
 from forgelib.data.prepare import prepare
 from forgelib.data.tasks import load_tasks
 from forgelib.models.build import build_llama, llama_config

@@ -2,10 +2,10 @@
 
 import pytest
 
-from forgelib.config import GatesConfig
 from forgelib.configtools import from_dict
 from forgelib.errors import ForgeError
 from forgelib.report import base_gates, build_report, compress_gates, evomerge_gates, train_gates
+from forgelib.report_config import GatesConfig
 from forgelib.train.forge_loop import steps_to_threshold
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 
-from forgelib.config import BaseConfig, TrainSettings
+from forgelib.base.config import BaseConfig, TrainSettings
 from forgelib.configtools import to_dict
 from forgelib.data.batching import encode_rows
 from forgelib.data.tasks import families, load_tasks

@@ -1,14 +1,13 @@
 """Plain supervised fine-tuning: the loop that pretrains the ancestor and fine-tunes specialists.
 
-AdamW with linear warmup and cosine decay, loss on answer tokens only. Deterministic for a given
-seed and thread count: batch order comes from ``forgelib.data.batching`` and the model's
-dropout-free Llama blocks add no other randomness. The enhanced Forge loop (Grokfast,
+AdamW with linear warmup and cosine decay (:mod:`forgelib.train.schedule`), loss on answer tokens
+only. Deterministic for a given seed and thread count: batch order comes from
+``forgelib.data.batching`` and the model's dropout-free Llama blocks add no other randomness. The enhanced Forge loop (Grokfast,
 curriculum, geometry, dreams) lives in ``forgelib.train.forge_loop``; this one stays minimal.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -17,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from forgelib.data.batching import infinite_batches
+from forgelib.train.schedule import learning_rate
 
 
 @dataclass(frozen=True)
@@ -28,14 +28,6 @@ class SFTSettings:
     warmup_steps: int = 20
     seed: int = 0
     log_every: int = 25
-
-
-def cosine_lr(step: int, settings: SFTSettings) -> float:
-    """Linear warmup to ``lr``, then cosine decay to 10% of it."""
-    if step < settings.warmup_steps:
-        return settings.lr * (step + 1) / settings.warmup_steps
-    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
-    return settings.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def train_sft(
@@ -57,7 +49,8 @@ def train_sft(
     bar = tqdm(range(settings.steps), desc=desc, leave=False, mininterval=1.0)
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, settings)
+            group["lr"] = learning_rate(step, peak=settings.lr, warmup_steps=settings.warmup_steps,
+                                        total_steps=settings.steps)
         batch = next(stream)
         loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)

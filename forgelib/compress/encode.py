@@ -52,9 +52,9 @@ def encode_tensor(tensor: torch.Tensor, group: str, spec: CodecSpec, *,
         entry = kept.entry
     else:
         codec = get_codec(spec.codec)
-        payload = (codec.encode(tensor, spec.config, hessian=hessian) if codec.needs_hessian
-                   else codec.encode(tensor, spec.config))
-        entry = Entry(spec.codec, config_to_dict(spec.config), payload)
+        payload = (codec.encode(tensor, spec.settings, hessian=hessian) if codec.needs_hessian
+                   else codec.encode(tensor, spec.settings))
+        entry = Entry(spec.codec, config_to_dict(spec.settings), payload)
     seconds = time.perf_counter() - start
     decoded = get_codec(entry.codec).decode(entry.payload).float()
     ref = reference.detach().float()

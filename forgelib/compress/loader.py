@@ -19,7 +19,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 from forgelib.compress.codecs.registry import get_codec
 from forgelib.compress.container import Container, read_container
 from forgelib.errors import ForgeError
-from forgelib.io import atomic_dir, write_text_atomic
+from forgelib.io import atomic_dir
+from forgelib.models.card import write_card
+from forgelib.models.hf import config_dict, require_model_dir
 
 # Files of an HF model directory that the container does NOT carry as side files: the weights
 # (they are the payloads), config.json (stored as model_config) and the model card (describes
@@ -31,10 +33,7 @@ MAX_SIDE_BYTES = 64 << 20
 
 def model_dir_side_files(model_dir: str | os.PathLike) -> tuple[dict, dict[str, bytes]]:
     """``(config.json as a dict, {file name: bytes})`` for a model directory's non-weight files."""
-    model_dir = Path(model_dir)
-    config_path = model_dir / "config.json"
-    if not config_path.is_file():
-        raise ForgeError(f"{model_dir}: no config.json; expected a Hugging Face model directory")
+    model_dir = require_model_dir(model_dir)
     files = {}
     for path in sorted(model_dir.iterdir()):
         if path.is_file() and not path.name.startswith(".") and path.name not in NOT_SIDE_FILES \
@@ -42,7 +41,7 @@ def model_dir_side_files(model_dir: str | os.PathLike) -> tuple[dict, dict[str, 
             files[path.name] = path.read_bytes()
     if sum(map(len, files.values())) > MAX_SIDE_BYTES:
         raise ForgeError(f"{model_dir}: side files exceed {MAX_SIDE_BYTES >> 20} MiB; remove stray files")
-    return json.loads(config_path.read_text()), files
+    return config_dict(model_dir), files
 
 
 def decoded_tensors(container: Container) -> Iterator[tuple[str, torch.Tensor]]:
@@ -106,14 +105,15 @@ def decompress_to_dir(path: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
         (tmp / "config.json").write_text(json.dumps(container.model_config, indent=2, sort_keys=True) + "\n")
         for name, data in container.files.items():
             (tmp / name).write_bytes(data)
-        codecs = sorted({entry.codec for entry in container.entries.values()})
-        write_text_atomic(tmp / "README.md", (
-            "# Decompressed Forge model\n\n"
-            f"Decoded from the compressed container `{Path(path).name}` "
-            f"({Path(path).stat().st_size} bytes; codecs: {', '.join(codecs)}).\n"
-            "The weights are the codecs' reconstructions, not the original weights.\n\n"
-            f"Provenance: `{json.dumps(container.info, sort_keys=True)}`\n"
-        ))
+        source = container_path(path) or Path(path)
+        write_card(tmp, {
+            "name": "Decompressed Forge model",
+            "description": f"Decoded from the compressed container `{source.name}` ({source.stat().st_size} bytes). "
+                           "The weights are the codecs' reconstructions, not the original weights.",
+            "parents": [str(source)],
+            "compression": {"codecs": sorted({entry.codec for entry in container.entries.values()}),
+                            "provenance": container.info},
+        })
     return Path(out_dir)
 
 
@@ -132,9 +132,12 @@ def container_path(path: str | os.PathLike) -> Path | None:
 def load_model_any(path: str | os.PathLike):
     """``(model, tokenizer)`` from a Hugging Face directory or a Forge container (file or its dir).
 
-    A container is decoded in memory; its tokenizer comes from the side files it carries, so a
+    The one loader behind every model path a ``forge`` command or a stage accepts; evaluation
+    functions take its result, so :mod:`forgelib.eval` does not depend on compression. A
+    container is decoded in memory; its tokenizer comes from the side files it carries, so a
     compressed model runs wherever an uncompressed one does (``forge eval``, ``forge test``, the
-    ``humaneval`` stages) without a ``forge compression decompress`` step first.
+    ``humaneval`` stages) without a ``forge compression decompress`` step first. A damaged
+    directory or container is a ForgeError naming it.
     """
     import tempfile
 
@@ -149,6 +152,9 @@ def load_model_any(path: str | os.PathLike):
         for name, data in container.files.items():
             (Path(tmp) / name).write_bytes(data)
         (Path(tmp) / "config.json").write_text(json.dumps(container.model_config))
-        tokenizer = load_tokenizer(tmp)
-    check_tokenizer_fits(model, tokenizer, found)
+        try:
+            tokenizer = load_tokenizer(tmp)
+        except ForgeError as exc:
+            raise ForgeError(f"{found}: the container's tokenizer files do not load ({str(exc).split(': ', 1)[-1]})") from None
+    check_tokenizer_fits(tokenizer, model.get_input_embeddings().weight.shape[0], found)
     return model.eval(), tokenizer

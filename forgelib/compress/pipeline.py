@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import PreTrainedModel
 
 from forgelib.compress.codecs.registry import get_codec
 from forgelib.compress.config import CompressConfig, StageConfig
@@ -37,8 +37,10 @@ from forgelib.compress.heal import heal
 from forgelib.compress.hessian import collect_hessians
 from forgelib.compress.loader import build_empty_model, load_compressed, load_into, model_dir_side_files
 from forgelib.compress.target import Source, encode_sources, search_target
+from forgelib.configtools import to_dict
 from forgelib.errors import ForgeError
 from forgelib.io import atomic_dir, write_json
+from forgelib.models.hf import load_weights
 
 log = logging.getLogger(__name__)
 LINEAR_GROUPS = ("attention", "mlp")  # the decoder blocks' projection matrices
@@ -78,7 +80,7 @@ def compress_model(
     result: dict[str, Any] = {
         "n_params": n_params, "fp32_bytes": 4 * n_params, "stages": stages, "target_size": target_size,
         "input_test_mean": input_eval["mean"] if input_eval else None, "input_eval": input_eval,
-        "config": config.effective(),
+        "config": to_dict(config),  # every codec setting, defaults included
     }
     base = result["input_test_mean"]
 
@@ -145,11 +147,7 @@ def compress_model(
 
 
 def _load_fp32(model_dir: str | os.PathLike) -> PreTrainedModel:
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    except (OSError, ValueError) as err:
-        raise ForgeError(f"{model_dir}: cannot load the model to compress: {err}") from None
-    return model.eval()
+    return load_weights(model_dir, dtype=torch.float32)
 
 
 def _sources(params: dict[str, torch.nn.Parameter], groups: dict[str, str],

@@ -116,7 +116,7 @@ def search_target(sources: list[Source], stage: StageConfig, target_bytes: int,
         path.append({"group": g, "rung": rung, "bytes": size, "score": current_score, "refine": True})
     report = {
         "target_bytes": target_bytes, "bytes": size, "met": size <= target_bytes,
-        "choice": {g: stage.rungs(g)[level[g]].to_dict() for g in groups},
+        "choice": {g: stage.rungs(g)[level[g]].to_params() for g in groups},
         "path": path, "candidates_encoded": len(cache), "search_seconds": time.perf_counter() - start,
     }
     return chosen(), report

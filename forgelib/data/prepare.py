@@ -13,7 +13,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 from tqdm.auto import tqdm
 
-from forgelib.config import PrepareConfig
+from forgelib.data.config import PrepareConfig
 from forgelib.data.tasks import generate, get_task
 from forgelib.data.tasks.registry import split_sizes
 from forgelib.data.tokenizer import build_char_tokenizer

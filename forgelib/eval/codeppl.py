@@ -1,4 +1,5 @@
-"""Perplexity on a real code corpus: the Python standard library's own source files.
+"""Perplexity on a real code corpus: the Python standard library's own source files
+(``forge eval MODEL --benchmark codeppl``).
 
 Every machine that runs Forge has the stdlib's ``.py`` files (``sysconfig.get_paths()["stdlib"]``):
 tens of thousands of lines of varied, reviewed, PSF-licensed Python. They are held out from
@@ -11,13 +12,12 @@ outside ``site-packages`` are sorted, shuffled with ``random.Random(seed)``, and
 contributes one window of at most ``seq_len`` tokens starting at a seeded random line, until
 ``max_tokens`` predicted tokens are collected. One window per file keeps the corpus diverse and
 gives every window real context from a single file. A window of L tokens predicts L - 1 of them;
-perplexity is ``exp(total NLL / predicted tokens)``.
+perplexity is ``exp(total NLL / predicted tokens)`` (:func:`forgelib.eval.scoring.perplexity`).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import random
 import sysconfig
 from pathlib import Path
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from forgelib.errors import ForgeError
+from forgelib.eval.scoring import perplexity
 
 MIN_FILE_TOKENS = 16  # shorter files (empty __init__.py, stubs) carry almost no signal
 MAX_CHARS_PER_TOKEN = 16  # a slice this many chars per token always holds a full window
@@ -87,13 +88,13 @@ def code_perplexity(model, tokenizer, *, max_tokens: int, seq_len: int, seed: in
     windows, files = _windows(tokenizer, max_tokens=max_tokens, seq_len=seq_len, seed=seed)
     was_training = model.training
     model.eval()
-    total_nll, n_tokens = 0.0, 0
+    nll, counts = [], []
     for window in windows:
         ids = torch.tensor([window], device=model.device)
         logits = model(ids).logits[0, :-1].float()  # (L-1, V): position t predicts token t+1
-        total_nll += F.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
-        n_tokens += ids.shape[1] - 1
+        nll.append(F.cross_entropy(logits, ids[0, 1:], reduction="sum").item())
+        counts.append(ids.shape[1] - 1)
     model.train(was_training)
-    if n_tokens == 0:
+    if sum(counts) == 0:
         raise ForgeError("code perplexity: no stdlib file could be tokenized into a window")
-    return {"perplexity": math.exp(total_nll / n_tokens), "n_tokens": n_tokens, "files": files}
+    return {"perplexity": perplexity(nll, counts), "n_tokens": sum(counts), "files": files}

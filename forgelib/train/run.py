@@ -8,7 +8,8 @@ from pathlib import Path
 from forgelib.data.tasks import load_tasks
 from forgelib.eval.evaluate import evaluate_model
 from forgelib.io import write_json
-from forgelib.models.hf import load_model, read_card
+from forgelib.models.card import read_card
+from forgelib.models.hf import load_model
 from forgelib.train.config import TrainConfig
 from forgelib.train.forge_loop import train_model
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from forgelib.config import BaseConfig
+from forgelib.base.config import BaseConfig
 from forgelib.errors import ForgeError
 from forgelib.base.build import build_ancestor
 

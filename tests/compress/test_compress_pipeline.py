@@ -8,11 +8,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from forgelib.compress import CONTAINER_NAME, CompressConfig, compress_model, decompress_to_dir, load_compressed
+from forgelib.compress.config import CompressConfig
+from forgelib.compress.loader import decompress_to_dir, load_compressed
+from forgelib.compress.pipeline import CONTAINER_NAME, compress_model
 from forgelib.compress.bitlinear import ternarize_weight
 from forgelib.compress.config import HealConfig
 from forgelib.compress.container import read_container
 from forgelib.compress.heal import heal
+from forgelib.configtools import from_dict, to_dict
 from forgelib.errors import ForgeError
 from forgelib.models.build import build_llama, llama_config
 
@@ -33,7 +36,7 @@ def original_logits(model_dir, ids):
 
 def test_two_stage_default_pipeline(tiny_model_dir, token_batch, tmp_path):
     out = tmp_path / "compressed"
-    config = CompressConfig.from_dict({"heal": {"steps": 4, "ramp_steps": 2}, "calibration_batches": 2})
+    config = from_dict(CompressConfig, {"heal": {"steps": 4, "ramp_steps": 2}, "calibration_batches": 2}, "compress")
     stats = compress_model(tiny_model_dir, out, config, evaluate=make_evaluate(token_batch),
                            heal_batches=itertools.repeat(token_batch),
                            calibration_batches=itertools.repeat(token_batch))
@@ -67,11 +70,11 @@ def test_two_stage_default_pipeline(tiny_model_dir, token_batch, tmp_path):
 
 
 def test_mild_codecs_stay_close_and_keep_reuses_stage1(tiny_model_dir, token_batch, tmp_path):
-    config = CompressConfig.from_dict({
+    config = from_dict(CompressConfig, {
         "stage1": {g: {"codec": "int8"} for g in ("attention", "mlp", "embeddings", "lm_head")} | {"norms": {"codec": "fp32"}},
         "stage2": {"attention": {"codec": "keep"}, "mlp": {"codec": "keep"}, "embeddings": {"codec": "fp16"},
                    "lm_head": {"codec": "fp16"}, "norms": {"codec": "fp32"}},
-    })
+    }, "compress")
     compress_model(tiny_model_dir, tmp_path / "c", config)
     ids = token_batch["input_ids"]
     reference = original_logits(tiny_model_dir, ids)
@@ -90,11 +93,11 @@ def test_stage2_encodes_stage1_output(tiny_model_dir, tmp_path):
     """Stage 2 starts from stage 1's decoded weights: an fp32 stage 2 over an int8 stage 1 ships
     exactly stage 1's weights (not the input's), and keeping stage 1's linear payloads while the
     tables shrink makes the final container smaller than stage 1's."""
-    config = CompressConfig.from_dict({
+    config = from_dict(CompressConfig, {
         "stage1": {g: {"codec": "int8"} for g in ("attention", "mlp", "embeddings", "lm_head")},
         "stage2": {"attention": {"codec": "fp32"}, "mlp": {"codec": "keep"}, "embeddings": {"codec": "hyperfn"},
                    "lm_head": {"codec": "hyperfn"}},
-    })
+    }, "compress")
     stats = compress_model(tiny_model_dir, tmp_path / "c", config)
     stage1 = load_compressed(tmp_path / "c" / "stage1" / CONTAINER_NAME).state_dict()
     final = load_compressed(tmp_path / "c" / "final" / CONTAINER_NAME).state_dict()
@@ -104,15 +107,16 @@ def test_stage2_encodes_stage1_output(tiny_model_dir, tmp_path):
     assert stats["final"]["input"] == "stage1"
     # the final SNR is measured against the input model: a lossless copy of stage 1 keeps its SNR
     assert stats["final"]["groups"]["attention"]["snr_db"] == pytest.approx(stats["stage1"]["groups"]["attention"]["snr_db"])
-    smaller = CompressConfig.from_dict({**config.to_dict(), "stage2": {
+    smaller = from_dict(CompressConfig, {**to_dict(config), "stage2": {
         "attention": {"codec": "keep"}, "mlp": {"codec": "keep"}, "embeddings": {"codec": "hyperfn"},
-        "lm_head": {"codec": "hyperfn"}}})
+        "lm_head": {"codec": "hyperfn"}}}, "compress")
     stats = compress_model(tiny_model_dir, tmp_path / "d", smaller)
     assert stats["final"]["bytes"] < stats["stage1"]["bytes"]
 
 
 def test_decompress_to_dir_matches_load_compressed(tiny_model_dir, token_batch, tmp_path):
-    config = CompressConfig.from_dict({"stage1": {"embeddings": {"codec": "int8"}, "lm_head": {"codec": "int8"}}})
+    int8_tables = {"stage1": {"embeddings": {"codec": "int8"}, "lm_head": {"codec": "int8"}}}
+    config = from_dict(CompressConfig, int8_tables, "compress")
     compress_model(tiny_model_dir, tmp_path / "c", config, stages=1)
     container = tmp_path / "c" / "final" / CONTAINER_NAME
     hf_dir = decompress_to_dir(container, tmp_path / "hf")
@@ -129,8 +133,8 @@ def test_decompress_to_dir_matches_load_compressed(tiny_model_dir, token_batch, 
 def test_target_size_is_met_on_real_bytes(tiny_model_dir, token_batch, tmp_path):
     linear = [{"codec": "vptq", "v": 2, "k": 16}, {"codec": "keep"}, {"codec": "vptq", "v": 8, "k": 16, "codebook_bits": 8}]
     tables = [{"codec": "hyperfn"}, {"codec": "hyperfn", "n_points": 64}]
-    config = CompressConfig.from_dict({"stage2": {"ladder": {"attention": linear, "mlp": linear,
-                                                             "embeddings": tables, "lm_head": tables}}})
+    ladder = {"attention": linear, "mlp": linear, "embeddings": tables, "lm_head": tables}
+    config = from_dict(CompressConfig, {"stage2": {"ladder": ladder}}, "compress")
     stats = compress_model(tiny_model_dir, tmp_path / "a", config, target_size=0.12,
                            evaluate=make_evaluate(token_batch), search_evaluate=make_evaluate(token_batch))
     final = stats["final"]
@@ -187,10 +191,10 @@ def test_config_parsing_names_bad_keys():
                      ({"stage2": {"ladder": {"mlp": [{"codec": "vptq", "k": 5}]}}},
                       r"compress\.stage2\.ladder\.mlp\[0\]\.k: expected")]:
         with pytest.raises(ForgeError, match=key):
-            CompressConfig.from_dict(raw)
-    config = CompressConfig.from_dict({"stage2": {"mlp": {"codec": "vptq", "v": 4, "k": 16}}})
-    assert config.stage2.spec("mlp").config.v == 4 and config.stage2.spec("attention").codec == "vptq"
-    assert CompressConfig.from_dict(config.to_dict()) == config
+            from_dict(CompressConfig, raw, "compress")
+    config = from_dict(CompressConfig, {"stage2": {"mlp": {"codec": "vptq", "v": 4, "k": 16}}}, "compress")
+    assert config.stage2.spec("mlp").settings.v == 4 and config.stage2.spec("attention").codec == "vptq"
+    assert from_dict(CompressConfig, to_dict(config), "compress") == config
 
 
 def test_bad_arguments_are_rejected(tiny_model_dir, tmp_path):
@@ -210,7 +214,7 @@ def test_tied_embeddings_are_stored_once(token_batch, tmp_path):
     config.tie_word_embeddings = True
     build_llama(config, seed=0).save_pretrained(tmp_path / "tied")
     mild = {"stage1": {g: {"codec": "int8"} for g in ("attention", "mlp", "embeddings", "lm_head")}}
-    compress_model(tmp_path / "tied", tmp_path / "c", CompressConfig.from_dict(mild), stages=1)
+    compress_model(tmp_path / "tied", tmp_path / "c", from_dict(CompressConfig, mild, "compress"), stages=1)
     container = tmp_path / "c" / "final" / CONTAINER_NAME
     assert "lm_head.weight" not in read_container(container).entries
     model = load_compressed(container)

@@ -2,11 +2,11 @@
 
 import torch
 
-from forgelib.compress.config import Stage2Config
+from forgelib.compress.config import CodecSpec, Stage2Config
 from forgelib.compress.container import Container, serialized_size
 from forgelib.compress.target import Source, encode_sources, search_target
 
-LADDER = [{"codec": "fp32"}, {"codec": "fp16"}, {"codec": "int8"}, {"codec": "bitnet158"}]
+LADDER = (CodecSpec.of("fp32"), CodecSpec.of("fp16"), CodecSpec.of("int8"), CodecSpec.of("bitnet158"))
 
 
 def sources():
@@ -36,11 +36,11 @@ def test_search_meets_the_target_and_spends_the_slack():
     assert report["path"][0]["bytes"] == top
     assert report["met"] and report["bytes"] == size_of(encoded) <= target
     choice = report["choice"]
-    level = {g: LADDER.index({"codec": choice[g]["codec"]}) for g in ("attention", "mlp")}
+    level = {g: [rung.to_params() for rung in LADDER].index(choice[g]) for g in ("attention", "mlp")}
     for better in range(level["attention"]):  # neither group can move up and still fit
-        assert size_for(LADDER[better], choice["mlp"]) > target
+        assert size_for(LADDER[better], LADDER[level["mlp"]]) > target
     for better in range(level["mlp"]):
-        assert size_for(choice["attention"], LADDER[better]) > target
+        assert size_for(LADDER[level["attention"]], LADDER[better]) > target
 
 
 def test_unreachable_target_ends_on_the_smallest_rungs():

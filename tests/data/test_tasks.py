@@ -2,7 +2,7 @@
 
 import pytest
 
-from forgelib.config import PrepareConfig
+from forgelib.data.config import PrepareConfig
 from forgelib.data.prepare import build_splits
 from forgelib.data.tasks import TASKS, generate, get_task
 from forgelib.errors import ForgeError

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from forgelib.cli import app
 from forgelib.data.tasks import load_tasks
 from forgelib.eval import evaluate as evaluate_module
-from forgelib.eval.evaluate import _row_batches, answer_nll, evaluate_model, forced_exact_match, load_metric
+from forgelib.eval.evaluate import _row_batches, evaluate_model, forced_exact_match, load_metric, score_rows
 from forgelib.eval.generate import greedy_answers
 from forgelib.models.hf import load_model
 
@@ -27,10 +27,11 @@ def test_perplexity_module_is_token_weighted():
     assert out["perplexity"] == pytest.approx(math.exp(6.0 / 4))
 
 
-def test_answer_nll_matches_manual_log_softmax(tiny_trained):
+def test_row_nll_matches_manual_log_softmax(tiny_trained):
     model, tok = load_model(tiny_trained[0])
     row = {"prompt": "cpy:ab=", "answer": "ab"}
-    nll, count = answer_nll(model, tok, [row])
+    scores = score_rows(model, tok, [row])
+    nll, count = scores.nll.tolist(), scores.n_tokens.tolist()
     ids = tok("cpy:ab=")["input_ids"] + tok("ab", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     with torch.no_grad():
         logp = torch.log_softmax(model(torch.tensor([ids])).logits[0], -1)
@@ -54,12 +55,11 @@ def test_row_batches_keep_order_and_the_logits_budget(monkeypatch):
 def test_scoring_under_a_small_logits_budget_gives_the_same_results(tiny_trained, tiny_data, monkeypatch):
     model, tokenizer = load_model(tiny_trained[0])
     rows = list(load_tasks(tiny_data)["reverse"]["test"])
-    nll, counts = answer_nll(model, tokenizer, rows)
-    hits = forced_exact_match(model, tokenizer, rows)
+    full = score_rows(model, tokenizer, rows)
     monkeypatch.setattr(evaluate_module, "LOGITS_BUDGET", 4 * 16 * len(tokenizer) * 3)  # ~3 rows per pass
-    small_nll, small_counts = answer_nll(model, tokenizer, rows)
-    assert small_counts == counts and forced_exact_match(model, tokenizer, rows) == hits
-    assert max(abs(a - b) for a, b in zip(nll, small_nll)) < 1e-4
+    small = score_rows(model, tokenizer, rows)
+    assert torch.equal(small.n_tokens, full.n_tokens) and torch.equal(small.correct, full.correct)
+    assert (small.nll - full.nll).abs().max() < 1e-4
 
 
 def test_sft_loss_decreases(tiny_trained):

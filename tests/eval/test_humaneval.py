@@ -193,3 +193,42 @@ def test_code_perplexity_rejects_a_window_longer_than_the_context(tiny):
     model, tokenizer = tiny
     with pytest.raises(ForgeError, match="context"):
         code_perplexity(model, tokenizer, max_tokens=100, seq_len=65, seed=0)
+
+
+# the `forge eval` entry points ----------------------------------------------------------------
+
+
+def test_forge_eval_codeppl_is_the_library_function_on_the_loaded_model(tiny_trained):
+    from typer.testing import CliRunner
+
+    from forgelib.cli import app
+    from forgelib.models.hf import load_model
+
+    result = CliRunner().invoke(app, ["eval", str(tiny_trained[0]), "--benchmark", "codeppl", "--max-tokens", "120",
+                                      "--seed", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    model, tokenizer = load_model(tiny_trained[0])
+    context = model.config.max_position_embeddings  # 32: the default window is min(512, context)
+    assert report == code_perplexity(model, tokenizer, max_tokens=120, seq_len=context, seed=3)
+    assert report["n_tokens"] == 120
+
+
+def test_forge_eval_scores_a_sample_file_and_refuses_a_model_with_it(problems, tmp_path):
+    from typer.testing import CliRunner
+
+    from forgelib.cli import app
+
+    first, second = list(problems.values())[:2]
+    path = tmp_path / "samples.jsonl"
+    path.write_text("\n".join(json.dumps(s) for s in [
+        {"task_id": first["task_id"], "completion": first["canonical_solution"]},
+        {"task_id": second["task_id"], "completion": "    return None\n"}]) + "\n")
+    result = CliRunner().invoke(app, ["eval", "--benchmark", "humaneval", "--samples", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["pass@1"] == pytest.approx(0.5) and report["n_samples"] == 2
+    both = CliRunner().invoke(app, ["eval", "--benchmark", "humaneval", "--samples", str(path), "--model-path", "x"])
+    assert both.exit_code == 2 and "do not also pass a model" in both.output
+    bad_k = CliRunner().invoke(app, ["eval", "--benchmark", "humaneval", "--samples", str(path), "--k", "0"])
+    assert bad_k.exit_code == 2 and "--k" in bad_k.output

@@ -12,12 +12,13 @@ import pytest
 import torch
 import yaml
 
-from forgelib.compress import CompressConfig, compress_model, load_compressed
+from forgelib.compress.loader import load_compressed
+from forgelib.compress.pipeline import compress_model
 from forgelib.compress.loader import container_path, load_model_any
-from forgelib.config import HumanEvalConfig, parse_section
+from forgelib.config import parse_section
 from forgelib.errors import ForgeError
 from forgelib.eval import humaneval
-from forgelib.eval.humaneval_cli import score_phase
+from forgelib.eval.config import HumanEvalConfig
 from forgelib.models.hf import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,28 +44,29 @@ def test_embedded_default_has_no_humaneval_stages_and_the_profile_has_four():
     assert list(profile.models) == ["ancestor", "evolved", "trained", "compressed"]
 
 
-def test_score_phase_reports_real_sandbox_outcomes(monkeypatch, tmp_path):
+def test_run_humaneval_reports_real_sandbox_outcomes(monkeypatch):
     problems = humaneval.load_problems()
     first = list(problems.values())[:3]
     canned = [{"task_id": p["task_id"], "completion": p["canonical_solution"]} for p in first[:2]]
     canned.append({"task_id": first[2]["task_id"], "completion": "    return None\n"})
     seen = {}
 
-    def fake_generate(model, tokenizer, probs, *, max_new_tokens, limit):
-        seen.update(limit=limit, max_new_tokens=max_new_tokens)
+    def fake_generate(model, tokenizer, probs, *, n_samples, temperature, max_new_tokens, limit, seed):
+        seen.update(limit=limit, max_new_tokens=max_new_tokens, n_samples=n_samples)
         return canned
 
-    monkeypatch.setattr("forgelib.compress.loader.load_model_any", lambda path: (None, None))
     monkeypatch.setattr(humaneval, "generate_samples", fake_generate)
-    out = tmp_path / "phase.samples.jsonl"
-    metrics = score_phase(tmp_path, limit=3, max_new_tokens=17, samples_out=out)
-    assert seen == {"limit": 3, "max_new_tokens": 17}
+    run = humaneval.run_humaneval(None, None, limit=3, max_new_tokens=17)
+    assert seen == {"limit": 3, "max_new_tokens": 17, "n_samples": 1}
+    metrics = run.metrics(load_seconds=2.0)
     assert metrics["pass@1"] == pytest.approx(2 / 3)
     assert (metrics["n_problems"], metrics["n_passed"], metrics["n_samples"]) == (3, 2, 3)
+    assert metrics["seconds"] >= metrics["generate_seconds"] >= 2.0  # loading counts as generating
     assert all(isinstance(v, (int, float, str)) for v in metrics.values())  # scalars: dvc metrics diff
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    lines = [json.loads(line) for line in run.samples_jsonl().splitlines()]
     assert [line["passed"] for line in lines] == [True, True, False]
     assert [line["task_id"] for line in lines] == [p["task_id"] for p in first]
+    assert run.report["results"] == {first[0]["task_id"]: [True], first[1]["task_id"]: [True], first[2]["task_id"]: [False]}
 
 
 def test_stage_with_unknown_name_exits_2_naming_the_key(tmp_path):
@@ -77,9 +79,27 @@ def test_stage_with_unknown_name_exits_2_naming_the_key(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+def test_stage_writes_its_metrics_and_samples(tiny_trained, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"humaneval": {"models": {"tiny": str(tiny_trained[0])}, "limit": 2,
+                                                    "max_new_tokens": 4}}))
+    proc = subprocess.run([sys.executable, str(ROOT / "stages/humaneval.py"), "tiny", "--params", str(params),
+                           "--out", str(tmp_path / "m")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "m" / "tiny.json").read_text())
+    assert set(metrics) == {"pass@1", "n_problems", "n_passed", "n_samples", "model", "max_new_tokens",
+                            "generate_seconds", "seconds"}
+    assert (metrics["n_problems"], metrics["n_samples"], metrics["max_new_tokens"]) == (2, 2, 4)
+    assert metrics["model"] == str(tiny_trained[0]) and metrics["pass@1"] == metrics["n_passed"] / 2
+    lines = [json.loads(line) for line in (tmp_path / "m" / "tiny.samples.jsonl").read_text().splitlines()]
+    assert [list(line) for line in lines] == [["task_id", "completion", "passed"]] * 2
+    assert [line["task_id"] for line in lines] == ["HumanEval/0", "HumanEval/1"]
+
+
 def test_load_model_any_reads_containers_like_model_dirs(tiny_trained, tmp_path):
     model_dir, _ = tiny_trained
-    config = CompressConfig.from_dict({"stage1": {"embeddings": {"codec": "int8"}, "lm_head": {"codec": "int8"}}})
+    config = parse_section({"compress": {"stage1": {"embeddings": {"codec": "int8"}, "lm_head": {"codec": "int8"}}}},
+                           "compress")
     compress_model(model_dir, tmp_path / "c", config, stages=1)
     container = tmp_path / "c" / "stage1" / "model.forge.safetensors"
     assert container_path(tmp_path / "c" / "stage1") == container and container_path(container) == container

@@ -18,6 +18,7 @@ from forgelib.errors import ForgeError
 from forgelib.merge.engine import merge_from_yaml, merge_recipe
 from forgelib.merge.methods.registry import REGISTRY
 from forgelib.merge.methods.ties import ties
+from forgelib.models.card import read_card
 
 CHILDREN = ["child0", "child1", "child2"]
 
@@ -130,8 +131,10 @@ def test_relative_paths_and_recipe_yaml_replays(family, tmp_path, monkeypatch):
         {"model": n, "parameters": {"weight": 0.3, "density": 0.6}} for n in CHILDREN]}))
     first = merge_from_yaml(config, tmp_path / "first", seed=5)
     assert (first / "recipe.yaml").read_text() == config.read_text()
-    card = (first / "README.md").read_text()
-    assert "dare_linear" in card and "- base: ancestor" in card and "- child2" in card
+    card = read_card(first)
+    assert card["merge"] == {"method": "dare_linear", "base": "ancestor", "layers": 2, "seed": 5}
+    assert card["parents"] == ["ancestor", *CHILDREN] and card["recipe"] == yaml.safe_load(config.read_text())
+    assert "forge merge recipe.yaml OUT_DIR --seed 5" in (first / "README.md").read_text()
     replay = merge_from_yaml(first / "recipe.yaml", tmp_path / "replay", seed=5)
     for name, tensor in tensors(first).items():
         assert torch.equal(tensor, tensors(replay)[name])
@@ -204,7 +207,7 @@ def test_different_architectures_or_vocabularies_are_rejected(family, tmp_path):
         .save_pretrained(wide, safe_serialization=True)
     recipe = recipe_for("task_arithmetic", family)
     recipe["models"][1]["model"] = str(wide)
-    with pytest.raises(ForgeError, match=r"ancestor and .*wide .*hidden_size: 16 vs 32"):
+    with pytest.raises(ForgeError, match=r"ancestor and .*wide differ in config.json `hidden_size`: 16 vs 32"):
         merge_recipe(recipe, tmp_path / "out")
     other_vocab = tmp_path / "other_vocab"
     shutil.copytree(family["child1"], other_vocab)
@@ -214,7 +217,7 @@ def test_different_architectures_or_vocabularies_are_rejected(family, tmp_path):
     (other_vocab / "tokenizer.json").write_text(json.dumps(tok))
     recipe = recipe_for("task_arithmetic", family)
     recipe["models"][1]["model"] = str(other_vocab)
-    with pytest.raises(ForgeError, match="other_vocab have different tokenizer vocabularies"):
+    with pytest.raises(ForgeError, match="other_vocab have different tokenizers"):
         merge_recipe(recipe, tmp_path / "out")
 
 

@@ -10,8 +10,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from forgelib.data.tokenizer import ALPHABET, build_char_tokenizer
 from forgelib.errors import ForgeError
 from forgelib.models.build import build_llama, llama_config
-from forgelib.models.compat import check_compatible, check_tokenizer_matches, embedding_rows
-from forgelib.models.hf import save_model
+from forgelib.models.compat import check_compatible, check_tokenizer_matches
+from forgelib.models.hf import embedding_rows, save_model
 
 CARD = {"name": "tiny", "description": "test model"}
 
@@ -66,7 +66,7 @@ def test_same_size_but_different_vocabulary_is_refused(base, tmp_path):
 
 def test_tokenizer_larger_than_the_embedding_is_refused(tmp_path):
     small = _save_llama(tmp_path / "small", vocab_size=10)
-    with pytest.raises(ForgeError, match="tokenizer has 51 tokens but the model's vocabulary has 10 rows"):
+    with pytest.raises(ForgeError, match="tokenizer has 51 tokens but the model's embedding has 10 rows"):
         check_tokenizer_matches(small)
     with pytest.raises(ForgeError, match="tokenizer has 51 tokens"):
         check_compatible([small])

@@ -11,7 +11,8 @@ import torch
 
 from forgelib.errors import ForgeError
 from forgelib.models.gguf import SMOLLM2_GGUF, SMOLLM2_MODULE, find_packaged_gguf, import_gguf, load_gguf, verify_conversion
-from forgelib.models.hf import load_model, read_card
+from forgelib.models.card import read_card
+from forgelib.models.hf import load_model
 
 needs_package = pytest.mark.skipif(
     importlib.util.find_spec(SMOLLM2_MODULE) is None,

@@ -10,7 +10,7 @@ runs at one fixed point of :func:`forgelib.train.forge_loop.train_model`'s step:
 3. ``after_backward(ctx, step)``: after ``backward()``, before clipping and ``optimizer.step()``;
    the one place gradients may be rewritten (Grokfast filters).
 4. ``on_step_end(ctx, step, rows, stats)``: after ``optimizer.step()``, with the batch rows and
-   their per-example :class:`~forgelib.train.batch_stats.AnswerStats` (curriculum bookkeeping,
+   their per-example :class:`~forgelib.eval.scoring.AnswerScores` (curriculum bookkeeping,
    hard-example buffer, geometry probes, dream phases).
 5. ``on_eval(ctx, step, metrics)``: after each in-loop evaluation (λ schedule, grokking stage).
 

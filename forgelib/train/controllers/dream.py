@@ -24,7 +24,7 @@ import random
 import torch
 
 from forgelib.data.tasks import TASKS
-from forgelib.train.batch_stats import score_rows
+from forgelib.eval.evaluate import score_rows
 from forgelib.train.controllers.base import Controller, LoopContext
 
 
@@ -80,7 +80,7 @@ class DreamCycles(Controller):
     def dream(self, ctx: LoopContext, step: int) -> None:
         temperature = ctx.controllers["temperature"].temperature if "temperature" in ctx.controllers else self.temperature
         rng = random.Random(f"{self.seed}:dream:{step}")
-        loss_before, correct_before = score_rows(ctx.model, ctx.tokenizer, self.buffer)
+        before = score_rows(ctx.model, ctx.tokenizer, self.buffer)
         accepted: list[dict] = []
         if self.self_prompts and self.self_fraction > 0:
             levels = ctx.controllers["edge"].levels if "edge" in ctx.controllers else None
@@ -93,14 +93,14 @@ class DreamCycles(Controller):
         n_self = min(len(accepted), round(self.self_fraction * self.batch_size))
         for _ in range(self.steps):
             ctx.optimize(rng.choices(replay, k=self.batch_size - n_self) + rng.sample(accepted, n_self))
-        loss_after, correct_after = score_rows(ctx.model, ctx.tokenizer, self.buffer)
-        for row, loss in zip(self.buffer, loss_after.tolist()):
+        after = score_rows(ctx.model, ctx.tokenizer, self.buffer)
+        for row, loss in zip(self.buffer, after.example_loss.tolist()):
             row["loss"] = loss
         self.cycles.append({
             "step": step + 1, "buffer_size": len(self.buffer), "temperature": temperature,
-            "buffer_loss_before": float(loss_before.mean()), "buffer_loss_after": float(loss_after.mean()),
-            "buffer_acc_before": float(correct_before.float().mean()),
-            "buffer_acc_after": float(correct_after.float().mean()),
+            "buffer_loss_before": float(before.example_loss.mean()), "buffer_loss_after": float(after.example_loss.mean()),
+            "buffer_acc_before": float(before.correct.float().mean()),
+            "buffer_acc_after": float(after.correct.float().mean()),
             "self_sampled": self.self_prompts if self.self_fraction > 0 else 0, "self_accepted": len(accepted),
         })
 

@@ -2,7 +2,7 @@
 
 Success is measured, not assumed: every training example's outcome is greedy exact match,
 read off the training forward pass (all answer tokens argmax-correct under teacher forcing, see
-:mod:`forgelib.train.batch_stats`). Per family the controller keeps the last ``window`` outcomes
+:mod:`forgelib.eval.scoring`). Per family the controller keeps the last ``window`` outcomes
 at the current level. Every ``update_every`` steps, a family with at least ``min_samples``
 outcomes moves one level up if its success rate is above the band (too easy), one level down
 if below (too hard), and stays inside the band. A move clears the family's window, so the next

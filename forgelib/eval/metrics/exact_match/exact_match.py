@@ -1,11 +1,14 @@
 """Exact match as a local `evaluate` module (hub metric scripts are unreachable offline).
 
 Loaded by path: ``evaluate.load(<this directory>)``. A prediction scores 1 when it equals the
-reference exactly after stripping surrounding whitespace, else 0.
+reference exactly after stripping surrounding whitespace, else 0; the comparison itself is
+:func:`forgelib.eval.scoring.exact_match`, which training and evaluation share.
 """
 
 import datasets
 import evaluate
+
+from forgelib.eval.scoring import accuracy, exact_match
 
 _DESCRIPTION = "Fraction of predictions equal to their reference (whitespace-stripped)."
 _KWARGS = """
@@ -28,5 +31,5 @@ class ExactMatch(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        hits = [p.strip() == r.strip() for p, r in zip(predictions, references)]
-        return {"exact_match": sum(hits) / len(hits) if hits else 0.0, "n": len(hits)}
+        hits = exact_match(predictions, references)
+        return {"exact_match": accuracy(hits), "n": len(hits)}

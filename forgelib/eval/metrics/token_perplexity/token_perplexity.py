@@ -2,12 +2,13 @@
 
 Takes per-example summed NLL (nats) and token counts and returns exp(total NLL / total tokens):
 the token-weighted perplexity, so long answers weigh by their length as in corpus perplexity.
+The arithmetic is :func:`forgelib.eval.scoring.perplexity`, which training and evaluation share.
 """
-
-import math
 
 import datasets
 import evaluate
+
+from forgelib.eval.scoring import mean_nll, perplexity
 
 _DESCRIPTION = "Token-weighted perplexity exp(sum NLL / sum tokens)."
 _KWARGS = """
@@ -30,6 +31,4 @@ class TokenPerplexity(evaluate.Metric):
         )
 
     def _compute(self, nll, n_tokens):
-        total = sum(n_tokens)
-        mean_nll = sum(nll) / total if total else float("nan")
-        return {"perplexity": math.exp(mean_nll), "mean_nll": mean_nll, "n_tokens": total}
+        return {"perplexity": perplexity(nll, n_tokens), "mean_nll": mean_nll(nll, n_tokens), "n_tokens": sum(n_tokens)}
