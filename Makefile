@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 repro: venv
 	@test -d .git || (echo "error: run inside a git checkout (dvc needs one)"; exit 2)
+	$(BIN)/forge validate
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: venv

@@ -59,9 +59,11 @@ def validate(
     _run(load_params, params)
     typer.echo(f"{params}: valid ({', '.join(SECTIONS)})")
     if explain:
-        for section in SECTIONS:
-            for key, text, default in field_docs(section_class(section), section + "."):
-                typer.echo(f"{key} = {json.dumps(default, default=str)}\n    {text}")
+        from forgelib.compress.config import codec_setting_docs
+
+        rows = [row for section in SECTIONS for row in field_docs(section_class(section), section + ".")]
+        for key, text, default in rows + codec_setting_docs():
+            typer.echo(f"{key} = {json.dumps(default, default=str)}\n    {text}")
     if dry_run:
         if shutil.which("dvc") is None:
             typer.echo("error: dvc is not on PATH; install the project with `make venv`", err=True)
@@ -80,10 +82,15 @@ def validate(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
 def run_pipeline(ctx: typer.Context):
-    """Run `dvc repro` with any extra options passed through (e.g. `forge run-pipeline -s train`)."""
+    """Validate params.yaml, then run `dvc repro` with any extra options passed through (e.g.
+    `forge run-pipeline -s train`). An invalid params.yaml exits 2 naming the key before DVC runs,
+    so no output is deleted."""
+    from forgelib.config import load_params
+
     if shutil.which("dvc") is None:
         typer.echo("error: dvc is not on PATH; install the project with `make venv`", err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
+    _run(load_params, Path("params.yaml"))
     raise typer.Exit(subprocess.call(["dvc", "repro", *ctx.args]))
 
 
@@ -122,7 +129,8 @@ def test_generation(
 def eval_command(
     model_dir: Optional[Path] = typer.Argument(None, help="An HF model directory or a compressed container (or use --model-path)."),
     model_path: Optional[Path] = typer.Option(None, "--model-path", help="Same as MODEL_DIR."),
-    benchmark: str = typer.Option("tasks", "--benchmark", help="'tasks' (the algorithmic suite) or 'humaneval'."),
+    benchmark: str = typer.Option("tasks", "--benchmark", help="'tasks' (the algorithmic suite), 'humaneval', or "
+                                   "'codeppl' (perplexity on the Python standard library's source)."),
     data: Path = typer.Option(Path("data"), help="Prepared data directory (tasks benchmark)."),
     split: str = typer.Option("test", help="train, validation or test."),
     limit: Optional[int] = typer.Option(None, help="At most this many examples per task (problems for humaneval)."),
@@ -130,25 +138,73 @@ def eval_command(
     k: str = typer.Option("1", "--k", help="humaneval: comma list of k for pass@k."),
     n_samples: int = typer.Option(1, "--n-samples", help="humaneval: completions per problem."),
     temperature: float = typer.Option(0.0, help="humaneval: sampling temperature (0 = greedy)."),
+    max_tokens: int = typer.Option(20000, "--max-tokens", help="codeppl: predicted tokens to score."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="codeppl: window length (default: min(512, the model's context))."),
+    seed: int = typer.Option(0, help="humaneval: sampling seed; codeppl: which files and windows are drawn."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
-    """Evaluate a model: exact match per task/family on held-out data, or HumanEval pass@k."""
+    """Evaluate a model: exact match per task/family on held-out data, HumanEval pass@k, or code perplexity."""
     directory = model_dir or model_path
+    if benchmark not in BENCHMARKS:
+        _fail(f"--benchmark: unknown benchmark {benchmark!r}; valid: {', '.join(BENCHMARKS)}")
     if benchmark == "humaneval":
-        from forgelib.eval.humaneval_cli import run_humaneval
+        ks = _run(_parse_ks, k)
+        if samples is not None:  # score completions made elsewhere: no model involved
+            if directory is not None:
+                _fail("--samples scores completions made elsewhere; do not also pass a model")
+            from forgelib.eval.humaneval import load_samples, score_samples
 
-        result = _run(run_humaneval, directory, samples=samples, ks=k, limit=limit, n_samples=n_samples, temperature=temperature)
-    elif benchmark == "tasks":
+            return _emit(_run(lambda: score_samples(load_samples(samples), k=ks)), as_json)
         if directory is None:
-            typer.echo("error: pass a model directory (MODEL_DIR or --model-path)", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT)
-        from forgelib.compress.loader import load_model_any
-        from forgelib.base.evaluation import evaluate_dir
+            _fail("--benchmark humaneval needs --model-path DIR (to generate) or --samples FILE.jsonl (to score)")
+        if n_samples > 1 and temperature <= 0:
+            _fail("--n-samples > 1 needs --temperature > 0 (greedy samples are identical)")
+    if directory is None:
+        _fail("pass a model directory (MODEL_DIR or --model-path)")
+    if benchmark == "tasks" and split not in SPLITS:
+        _fail(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    from forgelib.compress.loader import load_model_any
 
-        result = _run(evaluate_dir, directory, data, split=split, limit=limit, load=load_model_any)
+    model, tokenizer = _run(load_model_any, directory)
+    if benchmark == "tasks":
+        from forgelib.data.tasks import load_tasks
+        from forgelib.eval.evaluate import evaluate_model
+
+        result = _run(lambda: evaluate_model(model, tokenizer, load_tasks(data), split=split, limit=limit))
+    elif benchmark == "humaneval":
+        from forgelib.eval.humaneval import run_humaneval
+
+        result = _run(run_humaneval, model, tokenizer, k=ks, limit=limit, n_samples=n_samples,
+                      temperature=temperature, seed=seed).report
     else:
-        typer.echo(f"error: --benchmark: unknown benchmark {benchmark!r}; valid: tasks, humaneval", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT)
+        from forgelib.eval.codeppl import code_perplexity
+
+        context = getattr(model.config, "max_position_embeddings", None) or 512
+        result = _run(code_perplexity, model, tokenizer, max_tokens=max_tokens, seq_len=seq_len or min(512, context),
+                      seed=seed)
+    _emit(result, as_json)
+
+
+BENCHMARKS = ("tasks", "humaneval", "codeppl")
+SPLITS = ("train", "validation", "test")
+
+
+def _parse_ks(ks: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(k) for k in ks.split(",") if k.strip())
+    except ValueError:
+        raise ForgeError(f"--k: expected a comma list of positive integers, got {ks!r}") from None
+    if not values or min(values) < 1:
+        raise ForgeError(f"--k: expected a comma list of positive integers, got {ks!r}")
+    return values
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _emit(result, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result, sort_keys=True))
     else:
@@ -326,7 +382,7 @@ def compression_decompress(
     out_dir: Path = typer.Argument(..., help="Output HF model directory."),
 ):
     """Decode a container back into an HF model directory (safetensors, config, tokenizer)."""
-    from forgelib.compress import decompress_to_dir
+    from forgelib.compress.loader import decompress_to_dir
 
     path = _run(decompress_to_dir, container, out_dir)
     typer.echo(f"wrote {path}")
@@ -334,3 +390,7 @@ def compression_decompress(
 
 def main() -> None:  # pragma: no cover - console entry
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m forgelib.cli`
+    main()

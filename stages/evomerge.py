@@ -20,6 +20,8 @@ def main() -> None:
     parser.add_argument("--models", default="models/base")
     parser.add_argument("--out", default="models/evolved")
     parser.add_argument("--state", default="checkpoints/evomerge")
+    parser.add_argument("--metrics", default="metrics/evomerge.json")
+    parser.add_argument("--plots", default="metrics/evomerge")
     args = parser.parse_args()
     specialists = load_section("base", args.params).specialists
     run_evomerge(
@@ -29,8 +31,8 @@ def main() -> None:
         parents={name: f"{args.models}/{name}" for name in specialists},
         out_dir=args.out,
         state_dir=args.state,
-        metrics_path="metrics/evomerge.json",
-        plots_dir="metrics/evomerge",
+        metrics_path=args.metrics,
+        plots_dir=args.plots,
     )
 
 

@@ -20,9 +20,11 @@ def main() -> None:
     parser.add_argument("--input", default="models/evolved")
     parser.add_argument("--out", default="models/trained")
     parser.add_argument("--checkpoints", default="checkpoints/train")
+    parser.add_argument("--metrics", default="metrics/train.json")
+    parser.add_argument("--plots", default="metrics/train")
     args = parser.parse_args()
     run_train(load_section("train", args.params), data_dir=args.data, input_dir=args.input, out_dir=args.out,
-              checkpoint_dir=args.checkpoints, metrics_dir="metrics/train", metrics_path="metrics/train.json")
+              checkpoint_dir=args.checkpoints, metrics_dir=args.plots, metrics_path=args.metrics)
 
 
 if __name__ == "__main__":

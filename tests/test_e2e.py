@@ -102,3 +102,133 @@ def test_forced_rebuild_is_byte_identical(clone):
     result = sh(["dvc", "repro", "--force", "ancestor", "specialist"], clone, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     assert lock_hashes(clone) == before
+
+
+def output_snapshot(work: Path) -> dict:
+    """Every file under the DAG's output folders: relative path -> (size, content hash)."""
+    import hashlib
+
+    snap = {}
+    for folder in ("data", "models", "metrics", "checkpoints"):
+        for path in sorted((work / folder).rglob("*")):
+            if path.is_file():
+                snap[str(path.relative_to(work))] = (path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest())
+    return snap
+
+
+# One invalid value per params section; each must be reported as `section.key`.
+BAD_PARAMS = {
+    "prepare.n_train": -5,
+    "base.ancestor.lr": 5.0,
+    "evomerge.population": 0,
+    "train.lr": -1.0,
+    "compress.heal.steps": -1,
+    "humaneval.limit": 0,
+    "report.phases": ["nope"],
+    "gates.train.min_modular_accuracy": 2.0,
+}
+
+
+@pytest.mark.parametrize("key", list(BAD_PARAMS))
+def test_invalid_param_deletes_nothing(clone, key):
+    """`dvc repro` with an invalid param fails in the `validate` stage, naming the key, before DVC
+    removes any stage's outputs; restoring the file leaves the DAG up to date (nothing to rebuild)."""
+    params_path = clone / "params.yaml"
+    good = params_path.read_text()
+    before = output_snapshot(clone)
+    assert any(p.startswith("data/") for p in before) and any(p.startswith("models/") for p in before)
+    data = yaml.safe_load(good)
+    node, parts = data, key.split(".")
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = BAD_PARAMS[key]
+    params_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        result = sh(["dvc", "repro"], clone, timeout=300)
+        assert result.returncode != 0
+        assert f"params.yaml: {key}:" in result.stdout + result.stderr, result.stderr[-2000:]
+        assert output_snapshot(clone) == before
+        forge = sh(["forge", "run-pipeline"], clone, timeout=120)
+        assert forge.returncode == 2 and f"params.yaml: {key}:" in forge.stderr, forge.stderr[-2000:]
+        assert output_snapshot(clone) == before
+    finally:
+        params_path.write_text(good)
+    status = sh(["dvc", "status"], clone)
+    assert "up to date" in status.stdout, status.stdout
+
+
+# Keys that measure time or where a run started, not what it computed: the only keys a
+# resumed run may differ in from an uninterrupted one.
+TIMING_KEYS = {"seconds", "evaluations_this_run", "seconds_this_run", "step_time_ms", "resumed_from"}
+
+
+def without_timing(obj):
+    if isinstance(obj, dict):
+        return {k: without_timing(v) for k, v in obj.items() if k not in TIMING_KEYS}
+    if isinstance(obj, list):
+        return [without_timing(v) for v in obj]
+    return obj
+
+
+def kill_when(args, cwd, ready, timeout=600):
+    """Start ``args``, SIGKILL it as soon as ``ready()`` holds, and return the killed process."""
+    import signal
+    import time
+
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"{args} ended before the kill point: {proc.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "kill point never reached"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return proc
+
+
+def file_hashes(folder: Path) -> dict:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_evomerge_killed_mid_generation_resumes_to_the_uninterrupted_result(clone, tmp_path):
+    """A real SIGKILL in generation 1 (5 of the search's recipes scored), then a resume: recipe,
+    model bytes and metrics equal the uninterrupted `dvc repro` run's (timing keys aside)."""
+    state, out, metrics = tmp_path / "state", tmp_path / "evolved", tmp_path / "evomerge.json"
+    args = [sys.executable, "stages/evomerge.py", "--state", str(state), "--out", str(out),
+            "--metrics", str(metrics), "--plots", str(tmp_path / "plots")]
+
+    def five_scored():
+        try:
+            return len(json.loads((state / "cache.json").read_text())) >= 5
+        except (FileNotFoundError, json.JSONDecodeError):
+            return False
+
+    kill_when(args, clone, five_scored)
+    assert not out.exists() and json.loads((state / "state.json").read_text())["generation"] == 1
+    resumed = sh(args, clone, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert file_hashes(out) == file_hashes(clone / "models" / "evolved")
+    reference = json.loads((clone / "metrics" / "evomerge.json").read_text())
+    got = json.loads(metrics.read_text())
+    assert got["evaluations_this_run"] < got["evaluations"] == reference["evaluations"]
+    assert without_timing(got) == without_timing(reference)
+
+
+def test_train_killed_between_checkpoints_resumes_to_the_uninterrupted_result(clone, tmp_path):
+    """A real SIGKILL after the step-15 checkpoint of a 30-step run, then a resume from it:
+    model bytes and metrics equal the uninterrupted `dvc repro` run's (timing keys aside)."""
+    ckpt, out, metrics = tmp_path / "ckpt", tmp_path / "trained", tmp_path / "train.json"
+    args = [sys.executable, "stages/train.py", "--checkpoints", str(ckpt), "--out", str(out),
+            "--metrics", str(metrics), "--plots", str(tmp_path / "plots")]
+    kill_when(args, clone, lambda: (ckpt / "step-00000015" / "trainer.json").is_file())
+    assert not out.exists() and not (ckpt / "step-00000030").exists()
+    resumed = sh(args, clone, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr and json.loads(metrics.read_text())["loop"]["resumed_from"] == 15
+    assert file_hashes(out) == file_hashes(clone / "models" / "trained")
+    reference = json.loads((clone / "metrics" / "train.json").read_text())
+    assert without_timing(json.loads(metrics.read_text())) == without_timing(reference)

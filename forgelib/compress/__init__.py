@@ -2,15 +2,12 @@
 
 Entry points (the ``compress`` stage and ``forge compression`` call these):
 
-* :func:`compress_model` — the two-stage pipeline, writes ``<out>/{stage1,final}/model.forge.safetensors``;
-* :func:`load_compressed` — a container -> a runnable torch model;
-* :func:`decompress_to_dir` — a container -> a Hugging Face model directory;
-* :class:`CompressConfig` — the params.yaml ``compress`` section.
+* :func:`forgelib.compress.pipeline.compress_model`: the two-stage pipeline, writes
+  ``<out>/{stage1,final}/model.forge.safetensors``;
+* :func:`forgelib.compress.loader.load_compressed`: a container -> a runnable torch model;
+* :func:`forgelib.compress.loader.decompress_to_dir`: a container -> a Hugging Face model directory;
+* :class:`forgelib.compress.config.CompressConfig`: the params.yaml ``compress`` section.
+
+This package's ``__init__`` imports nothing, so loading the ``compress`` config section (for the
+``validate`` stage) does not make it depend on the pipeline's code.
 """
-
-from forgelib.compress.config import CompressConfig, HealConfig, Stage1Config, Stage2Config, StageConfig
-from forgelib.compress.loader import decompress_to_dir, load_compressed
-from forgelib.compress.pipeline import CONTAINER_NAME, compress_model
-
-__all__ = ["CONTAINER_NAME", "CompressConfig", "HealConfig", "Stage1Config", "Stage2Config", "StageConfig",
-           "compress_model", "decompress_to_dir", "load_compressed"]

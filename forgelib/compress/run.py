@@ -16,12 +16,14 @@ from forgelib.data.batching import encode_rows, infinite_batches
 from forgelib.data.tasks import load_tasks
 from forgelib.eval.evaluate import evaluate_model
 from forgelib.io import write_json
+from forgelib.models.compat import check_tokenizer_matches
 from forgelib.models.hf import load_tokenizer
 
 
 def run_compress(cfg: CompressConfig, *, data_dir: str | Path, input_dir: str | Path, out_dir: str | Path,
                  stages: int = 2, target_size: float | None = None, metrics_path: str | Path | None = None,
                  eval_limit: int | None = None) -> dict:
+    check_tokenizer_matches(input_dir)  # intact files and a tokenizer that fits, before any work
     tasks = load_tasks(data_dir)
     tokenizer = load_tokenizer(input_dir)
     train_rows = encode_rows(tokenizer, [row for splits in tasks.values() for row in splits["train"]])

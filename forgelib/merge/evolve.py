@@ -18,9 +18,13 @@ mostly noise. A GA with elitism is monotone in the best fitness and keeps every 
 valid recipe. Generation 0 holds the untuned recipe of each searched method (uniform weights;
 for ``dfs`` the first parent's own path) so the search starts from the usual baselines.
 
-Checkpointing: after each generation the next population, the history and the best candidate
-go to ``state_dir/state.json``. Randomness is drawn from ``Random(f"{seed}:{generation}")``, so a
-run killed at any point and resumed gives exactly the result of an uninterrupted run.
+Checkpointing: ``state_dir`` is a :class:`forgelib.resume.StateDir` whose identity is the search
+settings (all but ``generations``, so a finished search can be extended), the parents and the
+fingerprints of the inputs the fitness reads. After each generation the next population, the
+history, the best candidate and the RNG states go to ``state_dir/state.json`` (+ ``rng.*``); each
+scored recipe goes to ``cache.json`` as soon as it is scored. Randomness is drawn from
+``Random(f"{seed}:{generation}")``, so a run killed at any point and resumed gives exactly the
+result of an uninterrupted run, ``evaluations`` included (it counts distinct recipes scored).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from forgelib.merge.config import EvoMergeConfig
 from forgelib.merge.engine import merge_recipe
 from forgelib.merge.genome import SearchSpace, crossover, mutate, random_genome, switch_method, \
     to_recipe, uniform_genome
+from forgelib.resume import StateDir, load_rng, save_rng
 
 Fitness = Callable[[Path], float]
 
@@ -57,6 +62,8 @@ class EvoResult:
     history: list[dict[str, float]]
     """Per generation: best, mean and worst fitness of that generation's population."""
     evaluations: int
+    """Distinct recipes scored by the whole search (a resumed search counts what it resumed)."""
+    evaluations_this_run: int
     """Fitness calls made by this call (cache hits are free and not counted)."""
 
 
@@ -67,35 +74,34 @@ def recipe_hash(recipe: dict[str, Any], merge_seed: int) -> str:
 
 def evolve(parents: Sequence[str], base_model: str | None, fitness: Fitness, *,
            config: EvoMergeConfig = EvoMergeConfig(), state_dir: str | Path,
-           progress: bool = True,
+           progress: bool = True, inputs: dict[str, Any] | None = None,
            on_generation: Callable[[int, dict[str, float]], None] | None = None) -> EvoResult:
     """Search recipes merging ``parents`` (around ``base_model``) that maximize ``fitness``.
 
     ``fitness(model_dir)`` gets a freshly merged HF directory, deleted again when it returns;
     it must be deterministic for a resumed run to equal an uninterrupted one. Paths are written
     into recipes as given and resolve against the working directory, like ``forge merge``.
-    ``state_dir`` holds the cache, the checkpoint and scratch candidates. ``on_generation(g,
+    ``state_dir`` holds the cache, the checkpoint and scratch candidates; ``inputs`` (e.g.
+    fingerprints of the parents and of the fitness data) joins the search settings in its
+    identity, so saved state is resumed only by the same search. ``on_generation(g,
     {"best", "mean", "worst"})`` is called after each generation scored by this call (e.g. to
     log it with dvclive).
     """
     space = _space(parents, base_model, config)
     for method in config.methods:  # fail on a method that cannot be decoded before any merge
         to_recipe(uniform_genome(space, method), space)
-    state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    cache_path, state_path = state_dir / "cache.json", state_dir / "state.json"
-    cache: dict[str, Any] = read_json(cache_path) if cache_path.is_file() else {}
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "generations"}
-    identity = {"config": settings, "parents": list(parents), "base_model": base_model}
-    identity = json.loads(json.dumps(identity))  # tuples -> lists, as they come back from JSON
-    if state_path.is_file():
+    store = StateDir(state_dir, {"config": settings, "parents": list(parents), "base_model": base_model,
+                                 "inputs": dict(inputs or {})})
+    resuming = store.open()
+    state_dir = store.path
+    cache_path, state_path = store.file("cache.json"), store.file("state.json")
+    cache: dict[str, Any] = read_json(cache_path) if resuming and cache_path.is_file() else {}
+    if resuming and state_path.is_file():
         state = read_json(state_path)
-        if state["identity"] != identity:
-            raise ForgeError(f"{state_path}: holds a search with other settings "
-                             f"({state['identity']}); delete the state directory or use another")
+        load_rng(state_dir)
     else:
-        state = {"identity": identity, "generation": 0, "history": [], "best": None,
-                 "population": _initial(space, config)}
+        state = {"generation": 0, "history": [], "best": None, "population": _initial(space, config)}
     evaluations = 0
 
     def score(genome: dict) -> float:
@@ -127,13 +133,18 @@ def evolve(parents: Sequence[str], base_model: str | None, fitness: Fitness, *,
             rng = random.Random(f"{config.seed}:{generation}")
             state["population"] = _breed(rng, ranked, space, config)
             state["generation"] = generation + 1
+            save_rng(state_dir)
             write_json(state_path, state)
             if on_generation is not None:
                 on_generation(generation, state["history"][-1])
             bar.update(1)
             bar.set_postfix(best=f"{state['best']['fitness']:.4f}")
     best = state["best"]
-    return EvoResult(best["recipe"], best["fitness"], best["genome"], state["history"], evaluations)
+    # Decoded again from the genome: a recipe read back from state.json has its keys sorted, and
+    # the recipe.yaml written from it must not depend on whether the search was resumed.
+    recipe = to_recipe(best["genome"], space)
+    assert recipe == best["recipe"], "the best genome no longer decodes to its recipe"
+    return EvoResult(recipe, best["fitness"], best["genome"], state["history"], len(cache), evaluations)
 
 
 def _space(parents: Sequence[str], base_model: str | None, config: EvoMergeConfig) -> SearchSpace:

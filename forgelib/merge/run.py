@@ -19,47 +19,21 @@ What a merge is measured against (all on the test split):
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import time
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 
 from forgelib.data.tasks import load_tasks
 from forgelib.eval.evaluate import evaluate_model, fast_mean_exact_match
-from forgelib.io import read_json, write_json
+from forgelib.io import write_json
 from forgelib.merge.config import EvoMergeConfig
 from forgelib.merge.engine import merge_recipe
 from forgelib.merge.evolve import evolve
 from forgelib.merge.genome import uniform_recipe
 from forgelib.models.hf import load_model
+from forgelib.resume import fingerprint_files
 from forgelib.telemetry import live_logger
-
-
-def fingerprint(paths: Sequence[str | Path]) -> str:
-    """sha256 over every file under ``paths`` (names and bytes), in a stable order."""
-    digest = hashlib.sha256()
-    for root in paths:
-        root = Path(root)
-        files = sorted(f for f in ([root] if root.is_file() else root.rglob("*")) if f.is_file())
-        for file in files:
-            digest.update(str(file.relative_to(root.parent)).encode())
-            with open(file, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()
-
-
-def reset_stale_state(state_dir: Path, inputs: dict) -> None:
-    """The fitness cache is keyed by recipe; it is only valid for the same parent weights and
-    validation data. When those changed (dvc reran an upstream stage), start the search over."""
-    stamp = state_dir / "inputs.json"
-    if state_dir.exists() and (not stamp.is_file() or read_json(stamp) != inputs):
-        shutil.rmtree(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    write_json(stamp, inputs)
 
 
 def run_evomerge(
@@ -77,18 +51,18 @@ def run_evomerge(
     """Evolve a merge of ``parents`` (name -> dir) around ``base_model``; write model + metrics."""
     started = time.perf_counter()
     tasks = load_tasks(data_dir)
-    state_dir = Path(state_dir)
-    reset_stale_state(state_dir, {
-        "models": fingerprint([base_model, *parents.values()]),
-        "validation": fingerprint(sorted(Path(data_dir, "tasks").glob("*/validation"))),
+    inputs = {  # the fitness cache is only valid for the same parent weights and validation data
+        "models": fingerprint_files([base_model, *parents.values()]),
+        "validation": fingerprint_files(sorted(Path(data_dir, "tasks").glob("*/validation"))),
         "fitness_limit": cfg.fitness_limit,
-    })
+    }
 
     def fitness(model_dir: Path) -> float:
         model, tokenizer = load_model(model_dir)
         return fast_mean_exact_match(model, tokenizer, tasks, split="validation", limit=cfg.fitness_limit)["mean"]
 
-    result = evolve(list(parents.values()), base_model, fitness, config=cfg, state_dir=state_dir, progress=progress)
+    result = evolve(list(parents.values()), base_model, fitness, config=cfg, state_dir=state_dir,
+                    progress=progress, inputs=inputs)
     # Logged from the full history (not live) so a resumed search still plots every generation.
     with live_logger(plots_dir) as log:
         for generation, row in enumerate(result.history):
@@ -96,7 +70,7 @@ def run_evomerge(
 
     merge_recipe(result.best_recipe, out_dir, seed=cfg.merge_seed, recipe_text=yaml.safe_dump(result.best_recipe, sort_keys=False))
     uniform_dir = merge_recipe(uniform_recipe("task_arithmetic", list(parents.values()), base_model, dtype=cfg.dtype),
-                              state_dir / "uniform_task_arithmetic")
+                              Path(state_dir) / "uniform_task_arithmetic")
 
     def test_eval(model_dir) -> dict:
         model, tokenizer = load_model(model_dir)
@@ -133,6 +107,7 @@ def run_evomerge(
         "best_method": result.best_recipe["merge_method"],
         "generations": result.history,
         "evaluations": result.evaluations,
+        "evaluations_this_run": result.evaluations_this_run,
         "seconds": time.perf_counter() - started,
     }
     write_json(metrics_path, metrics)

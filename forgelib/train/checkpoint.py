@@ -9,8 +9,12 @@ either the previous checkpoint or the new one, never half of one):
 - ``controllers.json`` + ``controllers.safetensors``: each controller's ``state_dict()``; tensors
   nested anywhere in it go to the safetensors file and are replaced in the JSON by a reference
   ``{"__tensor__": key, "shape": [...], "dtype": "..."}``;
-- ``rng.safetensors``: torch CPU (and CUDA) generator states;
-- ``trainer.json``: step, run fingerprint, config and the logged history.
+- ``rng.json`` + ``rng.safetensors``: Python, NumPy and torch CPU (and CUDA) generator states
+  (:func:`forgelib.resume.save_rng`);
+- ``trainer.json``: step, config and the logged history.
+
+Whether a checkpoint directory may be resumed at all (same params, input model and data) is
+decided by :class:`forgelib.resume.StateDir`, the one owner of that decision for every stage.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from forgelib.errors import ForgeError
 from forgelib.io import atomic_dir, read_json, write_json
+from forgelib.resume import load_rng, save_rng
 
 PREFIX = "step-"
 
@@ -77,10 +82,7 @@ def save_checkpoint(directory: str | Path, *, step: int, model, optimizer, contr
         states = {name: split_tensors(c.state_dict(), name, tensors) for name, c in controllers.items()}
         write_json(tmp / "controllers.json", states)
         save_file(tensors, str(tmp / "controllers.safetensors"))
-        rng = {"torch_cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng.update({f"torch_cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-        save_file(rng, str(tmp / "rng.safetensors"))
+        save_rng(tmp)
         write_json(tmp / "trainer.json", {**trainer_state, "step": step})
     for old in checkpoints(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -105,14 +107,5 @@ def load_checkpoint(path: str | Path, *, model, optimizer, controllers: Mapping[
     states = read_json(path / "controllers.json")
     for name, controller in controllers.items():
         controller.load_state_dict(join_tensors(states[name], tensors, device))
-    rng = load_file(str(path / "rng.safetensors"))
-    torch.set_rng_state(rng["torch_cpu"])
-    if torch.cuda.is_available():
-        cuda = sorted((k for k in rng if k.startswith("torch_cuda_")), key=lambda k: int(k.rsplit("_", 1)[1]))
-        torch.cuda.set_rng_state_all([rng[k] for k in cuda])
+    load_rng(path)
     return read_trainer_state(path)
-
-
-def clear_checkpoints(directory: str | Path) -> None:
-    for old in checkpoints(directory):
-        shutil.rmtree(old, ignore_errors=True)

@@ -14,14 +14,13 @@ One step, top to bottom (see :mod:`forgelib.train.controllers.base` for the hook
 
 Determinism: every random choice is derived from ``(seed, step)`` and the RNG states are
 checkpointed, so with the same params, thread count and hardware a killed run that is resumed
-ends with the same weights as an uninterrupted one. A checkpoint made with other params or
-another input model is ignored (and removed) rather than resumed.
+ends with the same weights as an uninterrupted one. Whether the checkpoint directory is resumed
+(same params, input model and data) or cleared is decided by :class:`forgelib.resume.StateDir`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import sys
 import time
@@ -31,26 +30,21 @@ from typing import Any, Mapping
 import torch
 from tqdm.auto import tqdm
 
+from forgelib.configtools import to_dict
+from forgelib.eval.evaluate import evaluate_model, score_rows
+from forgelib.eval.scoring import AnswerScores, accuracy_by_task, family_mean, family_scores, score_answers
+from forgelib.resume import StateDir
 from forgelib.train import checkpoint as ckpt
-from forgelib.train.batch_stats import AnswerStats, accuracy_by_family, answer_stats, score_rows
 from forgelib.train.config import TrainConfig
 from forgelib.train.controllers.base import BatchPlan, Controller, LoopContext
 from forgelib.train.controllers.registry import BuildEnv, build_controllers
 from forgelib.train.grokfast import GrokfastAdamW
+from forgelib.train.schedule import learning_rate
 from forgelib.train.task_stream import ROW_KEYS, TaskStream
 from forgelib.train.telemetry import Telemetry
 
 CADENCE_KEYS = ("log_every", "checkpoint_every", "keep_checkpoints", "wandb")
 """Config keys that do not change the trajectory: a run may resume across changes to them."""
-
-
-def learning_rate(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def make_optimizer(cfg: TrainConfig, model, controllers: list[Controller]) -> torch.optim.Optimizer:
@@ -60,7 +54,9 @@ def make_optimizer(cfg: TrainConfig, model, controllers: list[Controller]) -> to
         groups.append({"params": extra, "name": "auxiliary"})
     kwargs = {"lr": cfg.lr, "betas": tuple(cfg.betas), "weight_decay": cfg.weight_decay}
     if cfg.grokfast.enabled and cfg.grokfast.filter == "ema_fused":
-        optimizer = GrokfastAdamW(groups, alpha=cfg.grokfast.alpha, lamb=cfg.grokfast.effective_lamb(), **kwargs)
+        # λ's owner is the Grokfast controller; it refreshes the model group's copy before every step.
+        lamb = next(c for c in controllers if c.name == "grokfast").lamb
+        optimizer = GrokfastAdamW(groups, alpha=cfg.grokfast.alpha, lamb=lamb, **kwargs)
         for group in optimizer.param_groups:
             if group["name"] != "model":
                 group["lamb"] = 0.0  # the self-model head is not part of the model Grokfast filters
@@ -68,11 +64,10 @@ def make_optimizer(cfg: TrainConfig, model, controllers: list[Controller]) -> to
     return torch.optim.AdamW(groups, **kwargs)
 
 
-def run_fingerprint(cfg: TrainConfig, model, tasks: Mapping) -> str:
-    """Hash of everything that determines the trajectory: params, input weights, training data."""
+def run_identity(cfg: TrainConfig, model, tasks: Mapping) -> dict[str, Any]:
+    """Everything that determines the trajectory: params (cadence keys aside) and a hash of the
+    input weights and training data. A checkpoint directory with another identity is not resumed."""
     digest = hashlib.sha256()
-    trajectory = {k: v for k, v in cfg.to_dict().items() if k not in CADENCE_KEYS}
-    digest.update(json.dumps(trajectory, sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
@@ -81,18 +76,19 @@ def run_fingerprint(cfg: TrainConfig, model, tasks: Mapping) -> str:
         train = tasks[name]["train"][:]
         for prompt, answer, level in zip(train["prompt"], train["answer"], train["level"]):
             digest.update(f"{prompt}\t{answer}\t{level}\n".encode())
-    return digest.hexdigest()
+    trajectory = {k: v for k, v in to_dict(cfg).items() if k not in CADENCE_KEYS}
+    return {"train": trajectory, "inputs": {"model_and_train_data": digest.hexdigest()}}
 
 
-def optimize(ctx: LoopContext, controllers: list[Controller], rows: list[dict], grad_clip: float) -> tuple[AnswerStats, float]:
+def optimize(ctx: LoopContext, controllers: list[Controller], rows: list[dict], grad_clip: float) -> tuple[AnswerScores, float]:
     """One optimizer step on ``rows``; used by the loop and by dream phases."""
     device = next(ctx.model.parameters()).device
     batch = {k: v.to(device) for k, v in ctx.stream.collate(rows).items()}
     wants_hidden = any(c.wants_hidden_states for c in controllers)
     outputs = ctx.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                         output_hidden_states=wants_hidden)
-    stats = answer_stats(outputs.logits, batch["labels"])
-    loss = stats.token_loss
+    stats = score_answers(outputs.logits, batch["labels"])
+    loss = stats.loss
     for c in controllers:
         extra = c.aux_loss(ctx, batch, outputs)
         if extra is not None:
@@ -108,13 +104,14 @@ def optimize(ctx: LoopContext, controllers: list[Controller], rows: list[dict], 
 
 
 def evaluate_in_loop(model, tokenizer, eval_sets: Mapping[str, list[dict]]) -> dict[str, Any]:
-    """Teacher-forced greedy exact match (see batch_stats) on fixed train and validation subsets."""
+    """Teacher-forced greedy exact match (see forgelib.eval.scoring) on fixed train and validation subsets."""
     out: dict[str, Any] = {}
     for split, rows in eval_sets.items():
-        losses, correct = score_rows(model, tokenizer, rows)
-        _, families = accuracy_by_family(rows, correct)
-        out[f"{split}_acc"] = sum(families.values()) / len(families)
-        out[f"{split}_loss"] = float(losses.mean())
+        scores = score_rows(model, tokenizer, rows)
+        per_task = accuracy_by_task([r["task"] for r in rows], scores.correct.tolist())
+        families = family_scores(per_task, {r["task"]: r["family"] for r in rows})
+        out[f"{split}_acc"] = family_mean(families)
+        out[f"{split}_loss"] = float(scores.example_loss.mean())
         out[f"{split}_families"] = families
     return out
 
@@ -162,14 +159,13 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
                 checkpoint_dir: str | Path, metrics_dir: str | Path, card: Mapping[str, Any] | None = None) -> dict:
     """Train ``model`` on ``tasks`` with the enabled controllers; save it to ``out_dir``.
 
-    Resumes from the newest matching checkpoint in ``checkpoint_dir``. Returns the final metrics
+    ``card`` is deep-merged over the loop's own model card (params, validation metrics). Resumes from the newest matching checkpoint in ``checkpoint_dir``. Returns the final metrics
     (in-loop evaluation, official greedy evaluation on the validation split, controller state).
     """
-    from forgelib.eval.evaluate import evaluate_model
     from forgelib.models.hf import save_model
 
     torch.manual_seed(config.seed)
-    fingerprint = run_fingerprint(config, model, tasks)
+    identity = run_identity(config, model, tasks)
     stream = TaskStream(tasks, tokenizer, seed=config.seed, source=config.effective_source())
     env = BuildEnv(model=model, tasks=tasks, stream=stream, max_new_tokens=_answer_budget(stream, tokenizer))
     controllers = build_controllers(config, env)
@@ -180,17 +176,13 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
     eval_sets = eval_subsets(tasks, config.eval_limit)
 
     start_step, history, last_eval = 0, [], {}
-    latest = ckpt.latest_checkpoint(checkpoint_dir)
-    if latest is not None and ckpt.read_trainer_state(latest).get("fingerprint") != fingerprint:
-        print(f"{checkpoint_dir}: checkpoints were made with other params, model or data; starting fresh",
-              file=sys.stderr)
-        ckpt.clear_checkpoints(checkpoint_dir)
-    elif latest is not None:
+    latest = ckpt.latest_checkpoint(checkpoint_dir) if StateDir(checkpoint_dir, identity).open() else None
+    if latest is not None:
         state = ckpt.load_checkpoint(latest, model=model, optimizer=optimizer, controllers=ctx.controllers)
         start_step, history, last_eval = state["step"], state["history"], state["last_eval"]
         print(f"resuming from {latest} (step {start_step})", file=sys.stderr)
 
-    telemetry = Telemetry(metrics_dir, config=config.to_dict(), wandb_project=config.wandb.project,
+    telemetry = Telemetry(metrics_dir, config=to_dict(config), wandb_project=config.wandb.project,
                           wandb_mode=config.wandb.mode)
     for record in history:
         telemetry.log(record["step"], record)
@@ -204,7 +196,8 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
         started = time.perf_counter()
         ctx.step = step
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config)
+            group["lr"] = learning_rate(step, peak=config.lr, warmup_steps=config.warmup_steps,
+                                        total_steps=config.max_steps, schedule=config.lr_schedule)
         plan = BatchPlan()
         for c in controllers:
             c.on_batch(ctx, step, plan)
@@ -212,7 +205,7 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
         stats, grad_norm = optimize(ctx, controllers, rows, config.grad_clip)
         for c in controllers:
             c.on_step_end(ctx, step, rows, stats)
-        window["loss"].append(float(stats.token_loss.detach()))
+        window["loss"].append(float(stats.loss.detach()))
         window["batch_acc"].append(float(stats.correct.float().mean()))
         window["grad_norm"].append(grad_norm)
         window["step_time_ms"].append(1000 * (time.perf_counter() - started))
@@ -232,7 +225,7 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
         if config.checkpoint_every and (done % config.checkpoint_every == 0 or done == config.max_steps):
             ckpt.save_checkpoint(checkpoint_dir, step=done, model=model, optimizer=optimizer,
                                  controllers=ctx.controllers, keep=config.keep_checkpoints,
-                                 trainer_state={"fingerprint": fingerprint, "config": config.to_dict(),
+                                 trainer_state={"config": to_dict(config),
                                                 "history": history, "last_eval": last_eval})
     seconds = time.perf_counter() - run_started
     telemetry.close()
@@ -256,11 +249,10 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
         "step_time_ms": sum(step_times) / len(step_times) if step_times else None,
         "seconds_this_run": seconds,
     }
-    save_model(model, tokenizer, out_dir, card={
+    save_model(model, tokenizer, out_dir, {
         "name": "forge-trained",
         "description": "Trained by the Forge loop (forgelib.train.forge_loop) with the controllers listed in params.",
-        "params": {"train": config.to_dict()},
+        "params": {"train": to_dict(config)},
         "metrics": {"validation": validation},
-        **(card or {}),
-    })
+    }, card)
     return metrics

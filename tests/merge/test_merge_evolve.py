@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from forgelib.configtools import from_dict
 from forgelib.errors import ForgeError
 from forgelib.merge.config import SEARCHABLE_METHODS, EvoMergeConfig
 from forgelib.merge.engine import merge_recipe
@@ -66,7 +67,7 @@ def test_search_is_reproducible_and_never_loses_its_best(family, fitness, tmp_pa
     replay = merge_recipe(first.best_recipe, tmp_path / "replay", seed=CONFIG.merge_seed)
     assert fitness(replay) == first.best_fitness
     cache = json.loads((tmp_path / "a" / "cache.json").read_text())
-    assert len(cache) == first.evaluations
+    assert len(cache) == first.evaluations == first.evaluations_this_run
     assert not list((tmp_path / "a").glob("candidate-*"))  # scratch candidates are removed
 
 
@@ -87,18 +88,21 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(family, fitness, tmp
     resumed = run(family, tmp_path / "resumed", fitness)
     assert resumed.best_recipe == full.best_recipe
     assert resumed.history == full.history
-    assert resumed.evaluations == full.evaluations - 5  # the 5 scored before the kill were cached
+    assert resumed.evaluations == full.evaluations  # distinct recipes scored by the whole search
+    assert resumed.evaluations_this_run == full.evaluations - 5  # the 5 scored before the kill were cached
     again = run(family, tmp_path / "resumed", fitness)
-    assert again.evaluations == 0 and again.history == full.history
+    assert again.evaluations_this_run == 0 and again.history == full.history
     longer = run(family, tmp_path / "resumed", fitness,
                  EvoMergeConfig(**{**CONFIG.__dict__, "generations": 4}))
     assert longer.history[:3] == full.history and len(longer.history) == 4
 
 
-def test_a_state_dir_from_other_settings_is_refused(family, fitness, tmp_path):
+def test_a_state_dir_from_other_settings_restarts_and_says_why(family, fitness, tmp_path, capsys):
     run(family, tmp_path / "s", fitness, EvoMergeConfig(**{**CONFIG.__dict__, "generations": 1}))
-    with pytest.raises(ForgeError, match="other settings"):
-        run(family, tmp_path / "s", fitness, EvoMergeConfig(**{**CONFIG.__dict__, "seed": 12}))
+    other = run(family, tmp_path / "s", fitness, EvoMergeConfig(**{**CONFIG.__dict__, "seed": 12}))
+    assert "(config.seed changed); starting fresh" in capsys.readouterr().err
+    fresh = run(family, tmp_path / "fresh", fitness, EvoMergeConfig(**{**CONFIG.__dict__, "seed": 12}))
+    assert other.history == fresh.history and other.evaluations == fresh.evaluations
 
 
 @pytest.mark.parametrize("values, key", [
@@ -110,11 +114,11 @@ def test_a_state_dir_from_other_settings_is_refused(family, fitness, tmp_path):
 ])
 def test_config_errors_name_the_key(values, key):
     with pytest.raises(ForgeError, match=key):
-        EvoMergeConfig.from_dict(values)
+        from_dict(EvoMergeConfig, values, "evomerge")
 
 
 def test_config_accepts_lists_from_yaml():
-    assert EvoMergeConfig.from_dict({"methods": ["ties", "dfs"]}).methods == ("ties", "dfs")
+    assert from_dict(EvoMergeConfig, {"methods": ["ties", "dfs"]}, "evomerge").methods == ("ties", "dfs")
 
 
 @pytest.mark.parametrize("method", SEARCHABLE_METHODS)

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 from torch.testing import assert_close
 
+from forgelib.configtools import from_dict
 from forgelib.train import forge_loop
 from forgelib.train.analyze import analyze_checkpoint, format_analysis, write_plots
 from forgelib.train.config import TrainConfig
@@ -30,7 +31,7 @@ ALL_ON = {
 
 
 def run(tmp: Path, tasks, tokenizer, params: dict, name: str) -> dict:
-    cfg = TrainConfig.from_dict(params)
+    cfg = from_dict(TrainConfig, params, "train")
     metrics = forge_loop.train_model(tiny_model(tokenizer), tokenizer, tasks, cfg, out_dir=tmp / name / "model",
                                      checkpoint_dir=tmp / name / "ckpt", metrics_dir=tmp / name / "metrics")
     return {"metrics": metrics, "weights": load_file(str(tmp / name / "model" / "model.safetensors"))}
@@ -54,7 +55,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(uninterrupted, tasks
     monkeypatch.setattr(TaskStream, "sample", killed_at_step_10)
     with pytest.raises(KeyboardInterrupt):
         run(tmp, tasks, tokenizer, ALL_ON, "killed")
-    assert sorted(p.name for p in (tmp / "killed" / "ckpt").iterdir()) == ["step-00000004", "step-00000008"]
+    assert sorted(p.name for p in (tmp / "killed" / "ckpt").iterdir()) == ["identity.json", "step-00000004", "step-00000008"]
     monkeypatch.setattr(TaskStream, "sample", real_sample)
     resumed = run(tmp, tasks, tokenizer, ALL_ON, "killed")
     assert resumed["metrics"]["resumed_from"] == 8

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from forgelib.configtools import from_dict
 from forgelib.errors import ForgeError
 from forgelib.train.config import TrainConfig
 from forgelib.train.controllers.registry import BuildEnv, build_controllers
@@ -41,9 +42,9 @@ def test_generate_source_reaches_every_level_and_excludes_held_out(tasks, tokeni
 
 def test_edge_on_a_single_level_split_is_an_error(tasks, tokenizer):
     single = {name: splits.filter(lambda r: r["level"] == 1) for name, splits in tasks.items()}
-    cfg = TrainConfig.from_dict({"source": "split", "edge": {"enabled": True}})
+    cfg = from_dict(TrainConfig, {"source": "split", "edge": {"enabled": True}}, "train")
     stream = TaskStream(single, tokenizer, seed=0, source="split")
     with pytest.raises(ForgeError, match="train.source"):
         build_controllers(cfg, BuildEnv(model=tiny_model(tokenizer), tasks=single, stream=stream, max_new_tokens=4))
-    assert TrainConfig.from_dict({"edge": {"enabled": True}}).effective_source() == "generate"
+    assert from_dict(TrainConfig, {"edge": {"enabled": True}}, "train").effective_source() == "generate"
     assert TrainConfig().effective_source() == "split"
