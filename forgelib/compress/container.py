@@ -36,13 +36,12 @@ from safetensors.torch import save, save_file
 
 from forgelib.compress.codecs.base import Payload
 from forgelib.errors import ForgeError
+from forgelib.models.dtypes import STORAGE_DTYPES
 
 FORMAT = "forge-compressed/2"
 CONTAINER_NAME = "model.forge.safetensors"  # the file name inside a stage directory
 PAYLOAD_TENSOR, INDEX_TENSOR, FILES_TENSOR = "__payload__", "__index__", "__files__"
-_DTYPES = {str(d).removeprefix("torch."): d for d in (
-    torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16, torch.bfloat16, torch.float32,
-    torch.float64, torch.bool)}
+_DTYPES = STORAGE_DTYPES
 
 
 @dataclass

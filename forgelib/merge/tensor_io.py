@@ -23,13 +23,10 @@ import torch
 from safetensors import safe_open
 
 from forgelib.errors import ForgeError
+from forgelib.models.dtypes import SAFETENSORS_CODES
 from forgelib.models.hf import config_dict, safetensors_header
 
-DTYPE_CODES = {
-    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-    torch.uint8: "U8", torch.bool: "BOOL",
-}
+DTYPE_CODES = SAFETENSORS_CODES
 CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
 
 
