@@ -215,6 +215,42 @@ class TemperatureConfig:
         check(self.ramp_steps is None or self.ramp_steps >= 1, "ramp_steps", "an integer >= 1", self.ramp_steps)
 
 
+QAT_GROUPS = ("attention", "mlp")
+"""Module groups (:mod:`forgelib.compress.groups`) BitNet QAT may ternarize; embeddings, lm_head
+and norms stay in full precision, as in the BitNet b1.58 paper."""
+
+
+@dataclass(frozen=True)
+class BitNetQATConfig:
+    """BitNet b1.58 quantization-aware training (Ma et al. 2024, arXiv 2402.17764)."""
+
+    enabled: bool = doc(
+        "Train the chosen linear layers through ternary weights (absmean) and int8 activations with "
+        "a straight-through estimator; the saved model holds the ternarized weights.",
+        default=False,
+    )
+    warmup_steps: int = doc(
+        "Steps over which the quantization blend lambda ramps linearly from 0 (full precision) to 1 "
+        "(the Hugging Face 1.58-bit fine-tuning recipe); 0 quantizes from step 0.",
+        default=100,
+    )
+    modules: tuple[str, ...] = doc(
+        f"Module groups whose nn.Linear layers are quantized, from {list(QAT_GROUPS)}; embeddings, "
+        "lm_head and norms always stay in full precision.",
+        default=QAT_GROUPS,
+    )
+    quantize_activations: bool = doc(
+        "Also fake-quantize the quantized layers' inputs to int8 (per-token absmax) while training. "
+        "The saved model is a plain HF model, so its activations run in full precision.",
+        default=True,
+    )
+
+    def __post_init__(self) -> None:
+        check(self.warmup_steps >= 0, "warmup_steps", "an integer >= 0", self.warmup_steps)
+        check(len(self.modules) > 0 and set(self.modules) <= set(QAT_GROUPS), "modules",
+              f"a non-empty list from {list(QAT_GROUPS)}", list(self.modules))
+
+
 @dataclass(frozen=True)
 class WandbConfig:
     """Optional Weights & Biases logging (dvclive always logs)."""
@@ -230,7 +266,8 @@ class WandbConfig:
 
 
 ENHANCEMENTS = ("grokfast", "edge", "geometry", "self_model", "dreams", "temperature")
-"""The switchable sub-sections (``--enable-<name>``; ``--enable-all`` turns on every one)."""
+"""The switchable sub-sections (``--enable-<name>``; ``--enable-all`` turns on every one).
+``bitnet`` is not one: it changes the model that ships (ternary weights), not how it learns."""
 
 
 @dataclass(frozen=True)
@@ -274,6 +311,8 @@ class TrainConfig:
     dreams: DreamConfig = doc("Dream cycles (hard-example replay).", default_factory=DreamConfig)
     temperature: TemperatureConfig = doc("Temperature curriculum of self-generated samples.",
                                          default_factory=TemperatureConfig)
+    bitnet: BitNetQATConfig = doc("BitNet b1.58 quantization-aware training (ternary linear layers).",
+                                  default_factory=BitNetQATConfig)
 
     def __post_init__(self) -> None:
         for key, low in (("seed", 0), ("max_steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("eval_every", 1),
@@ -284,6 +323,10 @@ class TrainConfig:
         check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two floats in [0, 1)",
               self.betas)
         check(self.grad_clip >= 0, "grad_clip", "a float >= 0", self.grad_clip)
+        if self.bitnet.enabled:
+            check(self.bitnet.warmup_steps < self.max_steps, "bitnet.warmup_steps",
+                  f"an integer < max_steps ({self.max_steps}), so that the run ends fully ternary",
+                  self.bitnet.warmup_steps)
 
     def with_enabled(self, *names: str) -> "TrainConfig":
         """A copy with the named enhancements switched on (``all``: every one), for CLI flags

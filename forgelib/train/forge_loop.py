@@ -2,6 +2,7 @@
 
 One step, top to bottom (see :mod:`forgelib.train.controllers.base` for the hook contract):
 
+    lam     <- warmup_lambda(step)              (train.bitnet only: quantization blend)
     plan    <- on_batch hooks                   (curriculum levels, temperature)
     rows    <- stream.sample(step, plan)        (a pure function of seed, step and levels)
     loss    <- answer loss + aux_loss hooks     (self-model head)
@@ -16,6 +17,10 @@ Determinism: every random choice is derived from ``(seed, step)`` and the RNG st
 checkpointed, so with the same params, thread count and hardware a killed run that is resumed
 ends with the same weights as an uninterrupted one. Whether the checkpoint directory is resumed
 (same params, input model and data) or cleared is decided by :class:`forgelib.resume.StateDir`.
+
+With ``train.bitnet.enabled`` the attention and MLP layers train through BitNet b1.58
+quantization (:mod:`forgelib.train.bitnet_qat`): checkpoints hold the latent full-precision
+weights, the saved model the ternarized ones, and the final validation scores the saved model.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from forgelib.configtools import to_dict
 from forgelib.eval.evaluate import evaluate_model, score_rows
 from forgelib.eval.scoring import AnswerScores, accuracy_by_task, family_mean, family_scores, score_answers
 from forgelib.resume import StateDir
+from forgelib.train import bitnet_qat
 from forgelib.train import checkpoint as ckpt
 from forgelib.train.config import TrainConfig
 from forgelib.train.controllers.base import BatchPlan, Controller, LoopContext
@@ -166,6 +172,7 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
 
     torch.manual_seed(config.seed)
     identity = run_identity(config, model, tasks)
+    quantized = bitnet_qat.attach(model, config.bitnet) if config.bitnet.enabled else []
     stream = TaskStream(tasks, tokenizer, seed=config.seed, source=config.effective_source())
     env = BuildEnv(model=model, tasks=tasks, stream=stream, max_new_tokens=_answer_budget(stream, tokenizer))
     controllers = build_controllers(config, env)
@@ -195,6 +202,8 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
     for step in bar:
         started = time.perf_counter()
         ctx.step = step
+        if quantized:
+            lam = bitnet_qat.set_warmup_lambda(model, step, config.bitnet.warmup_steps)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, peak=config.lr, warmup_steps=config.warmup_steps,
                                         total_steps=config.max_steps, schedule=config.lr_schedule)
@@ -218,6 +227,8 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
                 c.on_eval(ctx, step, last_eval)
         if evaluated or done % config.log_every == 0:
             record = log_record(done, optimizer, window, last_eval if evaluated else None, controllers)
+            if quantized:
+                record["bitnet/lambda"] = lam
             history.append(record)
             telemetry.log(done, record)
             window = {k: [] for k in window}
@@ -230,6 +241,8 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
     seconds = time.perf_counter() - run_started
     telemetry.close()
 
+    if quantized:
+        bitnet_qat.ternarize_(model)
     model.eval()
     validation = evaluate_model(model, tokenizer, dict(tasks), split="validation", limit=config.eval_limit)
     step_times = [r["step_time_ms"] for r in history if "step_time_ms" in r]
@@ -249,6 +262,8 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
         "step_time_ms": sum(step_times) / len(step_times) if step_times else None,
         "seconds_this_run": seconds,
     }
+    if quantized:
+        metrics["bitnet"] = {"quantized_modules": len(quantized), "warmup_steps": config.bitnet.warmup_steps}
     save_model(model, tokenizer, out_dir, {
         "name": "forge-trained",
         "description": "Trained by the Forge loop (forgelib.train.forge_loop) with the controllers listed in params.",

@@ -33,8 +33,17 @@ class BitNetConfig:
 
 
 def absmean_ternary(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(trits, gamma)``: trits in {-1, 0, 1} (same shape, float) and the absmean scale."""
-    gamma = weight.abs().mean().clamp_min(EPS)
+    """``(trits, gamma)``: trits in {-1, 0, 1} (same shape, float) and the absmean scale.
+
+    A tensor that is already ternary, ``m * {-1, 0, 1}`` (the output of BitNet QAT), gets
+    ``gamma = m``, so encoding it reproduces it bit for bit. Its absmean would be ``m`` times
+    the fraction of non-zeros: the same trits, but a shrunken scale. Any other tensor has more
+    than one non-zero magnitude and keeps the absmean.
+    """
+    magnitude = weight.abs()
+    peak = magnitude.amax() if weight.numel() else magnitude.sum()
+    already_ternary = ((magnitude == peak) | (magnitude == 0)).all()
+    gamma = torch.where(already_ternary, peak, magnitude.mean()).clamp_min(EPS)
     return (weight / gamma).round().clamp(-1, 1), gamma
 
 
