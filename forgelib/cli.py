@@ -26,8 +26,14 @@ app = typer.Typer(
 )
 
 
+NO_TORCH = {"dashboard", "analyze"}
+"""Commands that only read metrics: they skip the torch import (seconds of start-up)."""
+
+
 @app.callback()
-def _setup() -> None:
+def _setup(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand in NO_TORCH:
+        return
     from forgelib.runtime import configure_torch
 
     configure_torch()
@@ -292,6 +298,52 @@ def evo(
                                                   "uniform_task_arithmetic_test_mean", "best_method")}, indent=2))
 
 
+@app.command()
+def dashboard(
+    out: Path = typer.Option(Path("report"), "--out", help="Output directory; the page is OUT/index.html."),
+    metrics: Path = typer.Option(Path("metrics"), "--metrics", help="The run's metrics directory."),
+    dvc_template: bool = typer.Option(False, "--dvc-template", help="Also make `dvc plots show` work offline: write "
+                                      ".dvc/offline-plots.html (vega inlined) and set plots.html_template in "
+                                      ".dvc/config.local."),
+):
+    """Write one offline HTML page of the run: phases, costs, EvoMerge fitness, training curves with
+    grokking stages, controllers, compression frontier (static SVG, no network needed)."""
+    from forgelib.dashboard import build_dashboard, install_dvc_template
+
+    if not metrics.is_dir():
+        _fail(f"--metrics: {metrics} is not a directory; run `dvc repro` first or pass --metrics DIR")
+    result = _run(build_dashboard, metrics, out)
+    typer.echo(f"wrote {result['path']} ({result['bytes'] / 1000:.0f} kB, {result['charts']} charts, "
+               f"{result['seconds']:.1f} s)")
+    if dvc_template:
+        typer.echo(f"wrote {_run(install_dvc_template, '.')}; `dvc plots show` now renders offline")
+
+
+@app.command()
+def analyze(
+    metrics: Path = typer.Option(Path("metrics"), "--metrics", help="The run's metrics directory."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"phases": {NAME: {"test_mean", "wall_s", '
+                                 '"peak_rss_gib", "gates", ...}}, "total", "all_gates_passed"}.'),
+    compare: Optional[str] = typer.Option(None, "--compare", help="A git revision: add per-phase changes from "
+                                          "`dvc metrics diff REV --json`."),
+):
+    """Per phase: what it cost (wall_s, peak_rss_gib), what it bought (test mean and the change from the
+    model it started from), which gates passed, and the training controllers' state."""
+    from forgelib.analyze import analyze as run_analyze
+    from forgelib.analyze import compare as compare_phases
+    from forgelib.analyze import dvc_metrics_diff, format_analysis
+
+    if not metrics.is_dir():
+        _fail(f"--metrics: {metrics} is not a directory; run `dvc repro` first or pass --metrics DIR")
+    result = run_analyze(metrics)
+    if compare is not None:
+        if shutil.which("dvc") is None:
+            _fail("--compare needs dvc on PATH; install the project with `make venv`")
+        result["compare"] = {"rev": compare, "phases": compare_phases(_run(dvc_metrics_diff, compare),
+                                                                      order=list(result["phases"]))}
+    typer.echo(json.dumps(result, indent=2) if as_json else format_analysis(result))  # phases in DAG order
+
+
 training_app = typer.Typer(help="Phase 2: the Forge training loop.", no_args_is_help=True)
 app.add_typer(training_app, name="training")
 
@@ -386,6 +438,63 @@ def compression_decompress(
 
     path = _run(decompress_to_dir, container, out_dir)
     typer.echo(f"wrote {path}")
+
+
+@app.command("export")
+def export_command(
+    model_path: Path = typer.Argument(..., help="An HF model directory or a compressed container (file or its directory)."),
+    out: Path = typer.Argument(..., help="OUT.gguf for --format gguf; an output directory for --format hf."),
+    fmt: str = typer.Option(..., "--format", help="gguf (one file, llama.cpp's Llama layout) or hf (safetensors, "
+                            "config.json and tokenizer files that transformers loads alone)."),
+    gguf_type: Optional[str] = typer.Option(None, "--gguf-type", help="GGUF type of the 2-D weights: f16 (default), "
+                                            "f32, q8_0, q4_0, tq1_0, tq2_0; a weight the type cannot hold is F16, "
+                                            "norms are F32."),
+    check: bool = typer.Option(False, "--check", help="Read the export back with transformers and compare its logits "
+                               "and greedy output with the source model's on --data's validation rows."),
+    data: Path = typer.Option(Path("data"), help="Prepared data directory (--check's validation rows)."),
+    prompts_per_task: int = typer.Option(8, "--prompts-per-task", help="--check: validation rows per task."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON line."),
+):
+    """Export a model (a container is decoded first: its codecs have no GGUF type) as GGUF or a plain HF
+    directory. Prints the type of every GGUF tensor on stderr and a JSON report (bytes vs the source;
+    with --check, max |logit diff|, top-1 agreement, tokenizer and greedy match) on stdout."""
+    from forgelib.export.run import export_model, tensor_line
+
+    report = _run(export_model, model_path, fmt, out, gguf_type=gguf_type, check_data=data if check else None,
+                  prompts_per_task=prompts_per_task, on_tensor=lambda record: typer.echo(tensor_line(record), err=True))
+    _emit(report, as_json)
+
+
+@app.command()
+def serve(
+    model_path: Path = typer.Argument(..., help="An HF model directory or a compressed container (file or its directory)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default; 0.0.0.0 exposes it)."),
+    port: int = typer.Option(8000, help="TCP port (0 picks a free one)."),
+    model_name: str = typer.Option(None, "--model-name", help="The id clients send as `model` (default: the path as given)."),
+    max_pending: int = typer.Option(32, "--max-pending", min=1,
+                                    help="Requests admitted at once (running + queued); one more gets HTTP 429."),
+):
+    """Serve a model over an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions
+    (stream: true for server-sent events), /v1/models and /health. Requests run one at a time;
+    logs go to stderr."""
+    from forgelib.compress.loader import load_model_any
+    from forgelib.serve import ModelServer, make_server
+
+    model, tokenizer = _run(load_model_any, model_path)
+    server = ModelServer(model, tokenizer, model_id=model_name or str(model_path), max_pending=max_pending)
+    try:
+        httpd = make_server(server, host, port)
+    except OSError as exc:
+        typer.echo(f"error: cannot bind {host}:{port}: {exc.strerror}; pick another --port", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    bound_host, bound_port = httpd.server_address[:2]
+    typer.echo(f"serving {server.model_id!r} at http://{bound_host}:{bound_port}/v1 (Ctrl-C stops)", err=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -30,6 +30,7 @@ SECTIONS: dict[str, str] = {
     "evomerge": "forgelib.merge.config:EvoMergeConfig",
     "train": "forgelib.train.config:TrainConfig",
     "compress": "forgelib.compress.config:CompressConfig",
+    "deploy": "forgelib.export.config:DeployConfig",
     "humaneval": "forgelib.eval.config:HumanEvalConfig",
     "report": "forgelib.report_config:ReportConfig",
     "gates": "forgelib.report_config:GatesConfig",

@@ -29,9 +29,26 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+COST_KEYS = ("wall_s", "peak_rss_gib")
+"""What :func:`stage` adds to a stage's metrics JSON: `forge analyze` and `dvc metrics diff` read them."""
+
+
+def record_cost(metrics_path: str | os.PathLike, *, wall_s: float, peak_rss_gib: float) -> None:
+    """Add ``wall_s`` and ``peak_rss_gib`` to the metrics JSON at ``metrics_path`` (atomically;
+    created when the stage wrote none), keeping every key already there."""
+    from forgelib.io import read_json, write_json
+
+    metrics = read_json(metrics_path) if os.path.isfile(metrics_path) else {}
+    metrics.update(wall_s=round(wall_s, 2), peak_rss_gib=round(peak_rss_gib, 3))
+    write_json(metrics_path, metrics)
+
+
 def stage(main):
     """Decorator for stage entry points: configure torch, map ForgeError to exit code 2, and
-    end with one stderr line giving the stage's wall time and peak RSS (`dvc repro` shows it)."""
+    record what the stage cost. Its wall time (from process start, so imports count) and peak RSS
+    go to one stderr line (`dvc repro` shows it) and, when ``main`` returns the path of the
+    stage's metrics JSON, into that file as ``wall_s`` and ``peak_rss_gib`` once ``main`` has
+    succeeded. A stage without a metrics file returns None."""
     import sys
     import time
 
@@ -46,11 +63,14 @@ def stage(main):
             start = psutil.Process().create_time()
         except Exception:  # psutil is a dvc dependency, but the timing line is not worth a crash
             start = time.time()
-        result = main(*args, **kwargs)
+        metrics_path = main(*args, **kwargs)
+        wall_s, peak_rss_gib = time.time() - start, peak_rss_bytes() / 2**30
+        if metrics_path is not None:
+            record_cost(metrics_path, wall_s=wall_s, peak_rss_gib=peak_rss_gib)
         name = os.path.basename(sys.argv[0]).removesuffix(".py")
         extra = " ".join(a for a in sys.argv[1:2] if not a.startswith("-"))
-        print(f"[forge] stage {name}{' ' + extra if extra else ''}: {time.time() - start:.1f} s wall, "
-              f"peak RSS {peak_rss_bytes() / 2**30:.2f} GiB, {threads} torch thread(s)", file=sys.stderr)
-        return result
+        print(f"[forge] stage {name}{' ' + extra if extra else ''}: {wall_s:.1f} s wall, "
+              f"peak RSS {peak_rss_gib:.2f} GiB, {threads} torch thread(s)", file=sys.stderr)
+        return metrics_path
 
     return exit_on_error(wrapper)

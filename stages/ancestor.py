@@ -12,7 +12,7 @@ from forgelib.base.build import build_ancestor
 
 
 @stage
-def main() -> None:
+def main() -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", default="data")
@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--metrics", default="metrics/ancestor")
     args = parser.parse_args()
     build_ancestor(load_section("base", args.params), args.data, args.out, args.metrics)
+    return f"{args.metrics}/metrics.json"  # dvclive's summary; the stage's cost goes there too
 
 
 if __name__ == "__main__":

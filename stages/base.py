@@ -13,7 +13,7 @@ from forgelib.io import write_json
 
 
 @stage
-def main() -> None:
+def main() -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", default="data")
@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--out", default="metrics/base.json")
     args = parser.parse_args()
     write_json(args.out, evaluate_base(load_section("base", args.params), args.data, args.models))
+    return args.out
 
 
 if __name__ == "__main__":

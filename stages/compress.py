@@ -14,15 +14,17 @@ from forgelib.runtime import stage
 
 
 @stage
-def main() -> None:
+def main() -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", default="data")
     parser.add_argument("--input", default="models/trained")
     parser.add_argument("--out", default="models/compressed")
+    parser.add_argument("--metrics", default="metrics/compress.json")
     args = parser.parse_args()
     run_compress(load_section("compress", args.params), data_dir=args.data, input_dir=args.input,
-                 out_dir=args.out, metrics_path="metrics/compress.json")
+                 out_dir=args.out, metrics_path=args.metrics)
+    return args.metrics
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from forgelib.runtime import stage
 
 
 @stage
-def main() -> None:
+def main() -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", default="data")
@@ -34,6 +34,7 @@ def main() -> None:
         metrics_path=args.metrics,
         plots_dir=args.plots,
     )
+    return args.metrics
 
 
 if __name__ == "__main__":

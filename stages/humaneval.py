@@ -20,7 +20,7 @@ from forgelib.runtime import stage
 
 
 @stage
-def main() -> None:
+def main() -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name", help="A key of params humaneval.models.")
     parser.add_argument("--params", default="params.yaml")
@@ -37,6 +37,7 @@ def main() -> None:
     write_text_atomic(out / f"{args.name}.samples.jsonl", run.samples_jsonl())
     write_json(out / f"{args.name}.json", {**run.metrics(load_seconds=loaded), "model": str(model_path),
                                            "max_new_tokens": cfg.max_new_tokens})
+    return str(out / f"{args.name}.json")
 
 
 if __name__ == "__main__":

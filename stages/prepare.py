@@ -12,13 +12,14 @@ from forgelib.runtime import stage
 
 
 @stage
-def main() -> None:
+def main() -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default="data")
     parser.add_argument("--metrics", default="metrics/prepare.json")
     args = parser.parse_args()
     prepare(load_section("prepare", args.params), args.out, args.metrics)
+    return args.metrics
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from forgelib.report import build_report
 
 
 @stage
-def main() -> None:
+def main() -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--metrics", default="metrics")
@@ -20,6 +20,7 @@ def main() -> None:
     phases, gates = load_section("report", args.params).phases, load_section("gates", args.params)
     summary = build_report(phases, gates, args.metrics, f"{args.metrics}/summary.json", f"{args.metrics}/summary.md")
     print(f"all {len(summary['gates'])} gates passed")
+    return f"{args.metrics}/summary.json"
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from forgelib.base.build import build_specialist
 
 
 @stage
-def main() -> None:
+def main() -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name")
     parser.add_argument("--params", default="params.yaml")
@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("--metrics", required=True)
     args = parser.parse_args()
     build_specialist(args.name, load_section("base", args.params), args.data, args.ancestor, args.out, args.metrics)
+    return f"{args.metrics}/metrics.json"  # dvclive's summary; the stage's cost goes there too
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from forgelib.train.run import run_train
 
 
 @stage
-def main() -> None:
+def main() -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", default="data")
@@ -25,6 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     run_train(load_section("train", args.params), data_dir=args.data, input_dir=args.input, out_dir=args.out,
               checkpoint_dir=args.checkpoints, metrics_dir=args.plots, metrics_path=args.metrics)
+    return args.metrics
 
 
 if __name__ == "__main__":

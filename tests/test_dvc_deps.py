@@ -167,6 +167,7 @@ def stages_depending_on(path: str) -> set[str]:
 def test_editing_the_sandbox_or_a_codec_reruns_only_what_runs_it():
     # validate reruns on any config-code edit, but its output never changes, so nothing follows.
     assert stages_depending_on("forgelib/eval/sandbox.py") == {"humaneval"}
-    assert stages_depending_on("forgelib/compress/codecs/vptq.py") == {"validate", "compress", "humaneval"}
+    # humaneval and deploy load containers, so they run the codecs' decoders.
+    assert stages_depending_on("forgelib/compress/codecs/vptq.py") == {"validate", "compress", "humaneval", "deploy"}
     assert stages_depending_on("forgelib/compress/pipeline.py") == {"compress"}
     assert stages_depending_on("forgelib/report_config.py") == {"validate", "report"}

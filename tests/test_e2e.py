@@ -89,6 +89,12 @@ def test_every_phase_writes_its_contract(clone):
     assert "input_test_mean" in comp
     assert (clone / "models" / "evolved" / "recipe.yaml").is_file()
     assert (clone / "metrics" / "summary.md").is_file()
+    # every stage with a metrics file records its cost there (forgelib.runtime.stage)
+    costed = ["prepare.json", "ancestor/metrics.json", *(f"specialist/{n}/metrics.json" for n in base["specialists"]),
+              "base.json", "evomerge.json", "train.json", "compress.json", "summary.json"]
+    for rel in costed:
+        metrics = json.loads((clone / "metrics" / rel).read_text())
+        assert metrics["wall_s"] > 0 and metrics["peak_rss_gib"] > 0, rel
 
 
 def test_second_repro_is_a_noop(clone):
@@ -159,7 +165,8 @@ def test_invalid_param_deletes_nothing(clone, key):
 
 # Keys that measure time or where a run started, not what it computed: the only keys a
 # resumed run may differ in from an uninterrupted one.
-TIMING_KEYS = {"seconds", "evaluations_this_run", "seconds_this_run", "step_time_ms", "resumed_from"}
+TIMING_KEYS = {"seconds", "evaluations_this_run", "seconds_this_run", "step_time_ms", "resumed_from",
+               "wall_s", "peak_rss_gib"}
 
 
 def without_timing(obj):

@@ -1,5 +1,7 @@
-"""The stage decorator: exit code 2 on ForgeError, and one closing line with time and memory."""
+"""The stage decorator: exit code 2 on ForgeError, and the stage's time and memory in one closing
+line and in its metrics JSON."""
 
+import json
 import re
 import subprocess
 import sys
@@ -46,3 +48,54 @@ def test_stage_maps_forge_error_to_exit_2_without_the_timing_line(tmp_path):
     """)
     assert proc.returncode == 2
     assert "params.yaml: x.y: bad" in proc.stderr and "[forge] stage" not in proc.stderr
+
+
+def test_stage_adds_its_cost_to_the_metrics_json_it_returns(tmp_path):
+    metrics = tmp_path / "stage.json"
+    metrics.write_text(json.dumps({"test_mean": 0.5, "nested": {"a": 1}}))
+    proc = run_script(tmp_path, f"""
+        import time
+        from forgelib.runtime import stage
+
+        @stage
+        def main():
+            time.sleep(0.3)
+            return {str(metrics)!r}
+
+        main()
+    """)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(metrics.read_text())
+    assert {k: got[k] for k in ("test_mean", "nested")} == {"test_mean": 0.5, "nested": {"a": 1}}
+    assert set(got) == {"test_mean", "nested", "wall_s", "peak_rss_gib"}
+    assert got["wall_s"] >= 0.3 and 0 < got["peak_rss_gib"] < 64
+    logged = re.search(r"([\d.]+) s wall, peak RSS ([\d.]+) GiB", proc.stderr)
+    assert abs(float(logged.group(1)) - got["wall_s"]) <= 0.06
+    assert abs(float(logged.group(2)) - got["peak_rss_gib"]) <= 0.006
+
+
+def test_stage_creates_a_cost_only_metrics_file_and_writes_nothing_on_error(tmp_path):
+    created, failed = tmp_path / "new" / "metrics.json", tmp_path / "failed.json"
+    proc = run_script(tmp_path, f"""
+        from forgelib.runtime import stage
+
+        @stage
+        def main():
+            return {str(created)!r}
+
+        main()
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert set(json.loads(created.read_text())) == {"wall_s", "peak_rss_gib"}
+    proc = run_script(tmp_path, f"""
+        from forgelib.errors import ForgeError
+        from forgelib.runtime import stage
+
+        @stage
+        def main():
+            open({str(failed)!r}, "w").write("{{}}")
+            raise ForgeError("gates failed")
+
+        main()
+    """)
+    assert proc.returncode == 2 and json.loads(failed.read_text()) == {}

@@ -3,7 +3,10 @@
 dvclive writes ``<metrics dir>/metrics.json`` (latest values) and one TSV per metric under
 ``<metrics dir>/plots/metrics/`` for ``dvc plots``. A resumed run replays the history stored in
 its checkpoint first, so the plots of a killed-and-resumed run equal an uninterrupted run's.
-W&B is imported only when asked for; without the package the run goes on with a message.
+W&B is imported only when asked for; without the package the run goes on with a message. Its
+run directory is ``$WANDB_DIR/wandb/`` when that is set, else ``<metrics dir>/wandb/``; an
+offline run (``train.wandb.mode: offline``) needs no network and uploads later with
+``wandb sync``.
 
 Outside a DVC pipeline (no ``DVC_ROOT`` in the environment: tests, benchmarks, the CLI) dvclive
 is kept away from the enclosing repository: its ``get_dvc_repo()`` would otherwise run
@@ -14,6 +17,7 @@ repository without commits. Only experiment bookkeeping needs the repository, an
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,8 +42,9 @@ class Telemetry:
                 print("train.wandb.project is set but wandb is not installed: skipping W&B logging "
                       "(pip install wandb to enable it; dvclive logging continues)", file=sys.stderr)
             else:
+                # WANDB_DIR, when set, decides where the run directory goes (as wandb documents)
                 self.wandb_run = wandb.init(project=wandb_project, mode=wandb_mode, config=dict(config),
-                                            dir=str(metrics_dir))
+                                            dir=os.environ.get("WANDB_DIR") or str(metrics_dir))
 
     def log(self, step: int, record: Mapping[str, Any]) -> None:
         values = _numeric(record)

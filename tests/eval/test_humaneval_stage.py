@@ -88,7 +88,7 @@ def test_stage_writes_its_metrics_and_samples(tiny_trained, tmp_path):
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "m" / "tiny.json").read_text())
     assert set(metrics) == {"pass@1", "n_problems", "n_passed", "n_samples", "model", "max_new_tokens",
-                            "generate_seconds", "seconds"}
+                            "generate_seconds", "seconds", "wall_s", "peak_rss_gib"}
     assert (metrics["n_problems"], metrics["n_samples"], metrics["max_new_tokens"]) == (2, 2, 4)
     assert metrics["model"] == str(tiny_trained[0]) and metrics["pass@1"] == metrics["n_passed"] / 2
     lines = [json.loads(line) for line in (tmp_path / "m" / "tiny.samples.jsonl").read_text().splitlines()]
