@@ -14,6 +14,27 @@ SEARCHABLE_METHODS = ("task_arithmetic", "ties", "dare_ties", "dare_linear", "br
 ``passthrough`` one; their N-model search is ``dfs``), plus ``dfs`` itself."""
 
 
+BACKENDS = ("serial", "process", "ray")
+"""Where candidates are merged and scored; none changes a result (see ``forgelib.merge.backends``)."""
+
+
+@dataclass(frozen=True)
+class EvoRayConfig:
+    """``evomerge.ray:``: the Ray instance of ``backend: ray``."""
+
+    num_cpus: int = doc("CPUs (= candidates at once) of the local Ray instance started for the search.", default=2)
+    address: str | None = doc(
+        "Address of an existing Ray cluster to join (e.g. `ray://head:10001` or `auto`); null starts a local "
+        "instance with `num_cpus`, its temp dir under the system temp dir, shut down when the search ends.",
+        default=None)
+    max_retries: int = doc("Times Ray re-runs a candidate whose task raised or whose worker died, before the "
+                           "search stops with an error naming the recipe hash.", default=1)
+
+    def __post_init__(self) -> None:
+        check(self.num_cpus >= 1, "num_cpus", "an int >= 1", self.num_cpus)
+        check(self.max_retries >= 0, "max_retries", "an int >= 0", self.max_retries)
+
+
 @dataclass(frozen=True)
 class EvoMergeConfig:
     """A genetic search over merge recipes (method and per-model genes), scored on validation data."""
@@ -49,9 +70,16 @@ class EvoMergeConfig:
     fitness_limit: int | None = doc(
         "Validation examples per task scored for each candidate's fitness (null: the whole split). Fitness "
         "is the mean over all families of exact match on these examples.", default=64)
+    backend: Literal["serial", "process", "ray"] = doc(
+        "Where each generation's new candidates are merged and scored: `serial` (one after another, in this "
+        "process), `process` (a local process pool of `workers`) or `ray` (Ray tasks; see `ray`). Results are "
+        "identical on every backend, and a search may resume under another one.", default="serial")
+    workers: int = doc("Worker processes of `backend: process` (each scores one candidate at a time).", default=2)
+    ray: EvoRayConfig = doc("Settings of `backend: ray`.", default_factory=EvoRayConfig)
 
     def __post_init__(self) -> None:
-        for name, low in (("generations", 1), ("population", 2), ("layer_groups", 1),
+        check(self.backend in BACKENDS, "backend", f"one of {', '.join(BACKENDS)}", self.backend)
+        for name, low in (("generations", 1), ("workers", 1), ("population", 2), ("layer_groups", 1),
                           ("elite", 0), ("tournament", 1), ("dfs_repeats", 1)):
             check(getattr(self, name) >= low, name, f"an int >= {low}", getattr(self, name))
         check(self.fitness_limit is None or self.fitness_limit >= 1, "fitness_limit", "an int >= 1 or null",

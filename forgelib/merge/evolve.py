@@ -25,16 +25,20 @@ history, the best candidate and the RNG states go to ``state_dir/state.json`` (+
 scored recipe goes to ``cache.json`` as soon as it is scored. Randomness is drawn from
 ``Random(f"{seed}:{generation}")``, so a run killed at any point and resumed gives exactly the
 result of an uninterrupted run, ``evaluations`` included (it counts distinct recipes scored).
+
+Scaling out: each generation's new recipes are scored by ``config.backend`` (in this process, a
+process pool or Ray tasks; :mod:`forgelib.merge.backends`). Breeding and the cache stay here, so
+the backend changes where a candidate runs, not the search.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -43,13 +47,16 @@ from tqdm import tqdm
 
 from forgelib.errors import ForgeError
 from forgelib.io import read_json, write_json
+from forgelib.merge.backends import Candidate, make_backend
 from forgelib.merge.config import EvoMergeConfig
-from forgelib.merge.engine import merge_recipe
 from forgelib.merge.genome import SearchSpace, crossover, mutate, random_genome, switch_method, \
     to_recipe, uniform_genome
 from forgelib.resume import StateDir, load_rng, save_rng
 
 Fitness = Callable[[Path], float]
+
+RESUMABLE_ACROSS = ("generations", "backend", "workers", "ray")
+"""Settings left out of the saved state's identity: changing them resumes the same search."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,9 @@ def evolve(parents: Sequence[str], base_model: str | None, fitness: Fitness, *,
     """Search recipes merging ``parents`` (around ``base_model``) that maximize ``fitness``.
 
     ``fitness(model_dir)`` gets a freshly merged HF directory, deleted again when it returns;
-    it must be deterministic for a resumed run to equal an uninterrupted one. Paths are written
+    it must be deterministic for a resumed run to equal an uninterrupted one. With
+    ``config.backend`` ``process`` or ``ray`` it runs in worker processes (see
+    :mod:`forgelib.merge.backends`), so it must be picklable there. Paths are written
     into recipes as given and resolve against the working directory, like ``forge merge``.
     ``state_dir`` holds the cache, the checkpoint and scratch candidates; ``inputs`` (e.g.
     fingerprints of the parents and of the fitness data) joins the search settings in its
@@ -90,7 +99,9 @@ def evolve(parents: Sequence[str], base_model: str | None, fitness: Fitness, *,
     space = _space(parents, base_model, config)
     for method in config.methods:  # fail on a method that cannot be decoded before any merge
         to_recipe(uniform_genome(space, method), space)
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "generations"}
+    # Not in the identity: `generations` (a finished search can be extended) and where candidates
+    # run (`backend`, `workers`, `ray`): a search may resume under another backend.
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_ACROSS}
     store = StateDir(state_dir, {"config": settings, "parents": list(parents), "base_model": base_model,
                                  "inputs": dict(inputs or {})})
     resuming = store.open()
@@ -104,25 +115,27 @@ def evolve(parents: Sequence[str], base_model: str | None, fitness: Fitness, *,
         state = {"generation": 0, "history": [], "best": None, "population": _initial(space, config)}
     evaluations = 0
 
-    def score(genome: dict) -> float:
+    def score(population: list[dict], backend) -> list[float]:
+        """Score a generation: its new recipes on the backend (each cached as soon as it is scored)."""
         nonlocal evaluations
-        recipe = to_recipe(genome, space)
-        key = recipe_hash(recipe, config.merge_seed)
-        if key not in cache:
-            with tempfile.TemporaryDirectory(dir=state_dir, prefix="candidate-") as tmp:
-                model_dir = merge_recipe(recipe, Path(tmp) / "model", seed=config.merge_seed)
-                value = float(fitness(model_dir))
+        keys = [recipe_hash(to_recipe(g, space), config.merge_seed) for g in population]
+        todo = {}  # the distinct uncached recipes, in population order
+        for genome, key in zip(population, keys):
+            if key not in cache and key not in todo:
+                todo[key] = Candidate(key, to_recipe(genome, space), config.merge_seed)
+        for key, value in backend.score(list(todo.values())):
             value = -math.inf if math.isnan(value) else value
-            cache[key] = {"fitness": value, "recipe": recipe}
+            cache[key] = {"fitness": value, "recipe": todo[key].recipe}
             write_json(cache_path, cache)
             evaluations += 1
-        return cache[key]["fitness"]
+        return [cache[key]["fitness"] for key in keys]
 
+    backend = make_backend(config, fitness, state_dir)  # starts workers only when first used
     with tqdm(total=config.generations, initial=min(state["generation"], config.generations),
-              desc="evomerge", unit="gen", disable=not progress) as bar:
+              desc="evomerge", unit="gen", disable=not progress) as bar, contextlib.closing(backend):
         while state["generation"] < config.generations:
             generation = state["generation"]
-            scored = [(genome, score(genome)) for genome in state["population"]]
+            scored = list(zip(state["population"], score(state["population"], backend)))
             fits = [f for _, f in scored]
             state["history"].append(
                 {"best": max(fits), "mean": sum(fits) / len(fits), "worst": min(fits)})

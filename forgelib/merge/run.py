@@ -25,11 +25,12 @@ from pathlib import Path
 import yaml
 
 from forgelib.data.tasks import load_tasks
-from forgelib.eval.evaluate import evaluate_model, fast_mean_exact_match
+from forgelib.eval.evaluate import evaluate_model
 from forgelib.io import write_json
 from forgelib.merge.config import EvoMergeConfig
 from forgelib.merge.engine import merge_recipe
 from forgelib.merge.evolve import evolve
+from forgelib.merge.fitness import ValidationFitness
 from forgelib.merge.genome import uniform_recipe
 from forgelib.models.hf import load_model
 from forgelib.resume import fingerprint_files
@@ -57,10 +58,8 @@ def run_evomerge(
         "fitness_limit": cfg.fitness_limit,
     }
 
-    def fitness(model_dir: Path) -> float:
-        model, tokenizer = load_model(model_dir)
-        return fast_mean_exact_match(model, tokenizer, tasks, split="validation", limit=cfg.fitness_limit)["mean"]
-
+    # A spec, not a closure: the process and ray backends ship it to their workers.
+    fitness = ValidationFitness(str(data_dir), cfg.fitness_limit)
     result = evolve(list(parents.values()), base_model, fitness, config=cfg, state_dir=state_dir,
                     progress=progress, inputs=inputs)
     # Logged from the full history (not live) so a resumed search still plots every generation.
