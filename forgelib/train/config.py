@@ -265,6 +265,22 @@ class WandbConfig:
         check(self.project is None or self.project != "", "project", "a non-empty string", self.project)
 
 
+@dataclass(frozen=True)
+class DistributedConfig:
+    """Data-parallel training under torchrun (gloo, CPU); see :mod:`forgelib.train.distributed`."""
+
+    nproc: int = doc(
+        "Processes the loop runs in. Above 1 the stage re-executes itself under ``torchrun --standalone "
+        "--nproc_per_node N``; each process trains on ``batch_size / N`` rows of the same global batch "
+        "and gradients are summed, so the update equals the 1-process one up to float summation order. "
+        "Dream cycles are off above 1; the other controllers stay consistent across processes.",
+        default=1,
+    )
+
+    def __post_init__(self) -> None:
+        check(self.nproc >= 1, "nproc", "an integer >= 1", self.nproc)
+
+
 ENHANCEMENTS = ("grokfast", "edge", "geometry", "self_model", "dreams", "temperature")
 """The switchable sub-sections (``--enable-<name>``; ``--enable-all`` turns on every one).
 ``bitnet`` is not one: it changes the model that ships (ternary weights), not how it learns."""
@@ -313,6 +329,7 @@ class TrainConfig:
                                          default_factory=TemperatureConfig)
     bitnet: BitNetQATConfig = doc("BitNet b1.58 quantization-aware training (ternary linear layers).",
                                   default_factory=BitNetQATConfig)
+    distributed: DistributedConfig = doc("Data-parallel training under torchrun.", default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
         for key, low in (("seed", 0), ("max_steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("eval_every", 1),
@@ -323,6 +340,10 @@ class TrainConfig:
         check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two floats in [0, 1)",
               self.betas)
         check(self.grad_clip >= 0, "grad_clip", "a float >= 0", self.grad_clip)
+        nproc = self.distributed.nproc
+        check(self.batch_size % nproc == 0, "distributed.nproc",
+              f"a divisor of batch_size ({self.batch_size}): each process trains on an equal share of the "
+              "global batch", nproc)
         if self.bitnet.enabled:
             check(self.bitnet.warmup_steps < self.max_steps, "bitnet.warmup_steps",
                   f"an integer < max_steps ({self.max_steps}), so that the run ends fully ternary",

@@ -21,10 +21,23 @@ ends with the same weights as an uninterrupted one. Whether the checkpoint direc
 With ``train.bitnet.enabled`` the attention and MLP layers train through BitNet b1.58
 quantization (:mod:`forgelib.train.bitnet_qat`): checkpoints hold the latent full-precision
 weights, the saved model the ternarized ones, and the final validation scores the saved model.
+
+With ``train.distributed.nproc: N > 1`` (run under torchrun, :mod:`forgelib.train.distributed`)
+every rank samples the same global batch and trains on ``rows[rank::N]``; the answer loss is
+normalised by the global answer-token count and the gradients are summed across ranks before
+the ``after_backward`` hooks, so the update equals the 1-process one up to float summation
+order. Per-example statistics are gathered back into global batch order before the
+``on_step_end`` hooks, so the edge curriculum sees the whole batch on every rank and stays
+rank-consistent; geometry probes and the self-model head (its own seeded init) are
+deterministic given the synchronised weights; rank 0 evaluates and broadcasts the result to
+every rank's ``on_eval`` hooks (λ schedule, grokking stage). Dream cycles are switched off with
+a warning (their replay batches are not sharded). Only rank 0 writes checkpoints, telemetry and
+the model; every rank resumes from the same checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import sys
@@ -36,11 +49,13 @@ import torch
 from tqdm.auto import tqdm
 
 from forgelib.configtools import to_dict
+from forgelib.errors import ForgeError
 from forgelib.eval.evaluate import evaluate_model, score_rows
 from forgelib.eval.scoring import AnswerScores, accuracy_by_task, family_mean, family_scores, score_answers
 from forgelib.resume import StateDir
 from forgelib.train import bitnet_qat
 from forgelib.train import checkpoint as ckpt
+from forgelib.train import distributed
 from forgelib.train.config import TrainConfig
 from forgelib.train.controllers.base import BatchPlan, Controller, LoopContext
 from forgelib.train.controllers.registry import BuildEnv, build_controllers
@@ -87,26 +102,48 @@ def run_identity(cfg: TrainConfig, model, tasks: Mapping) -> dict[str, Any]:
 
 
 def optimize(ctx: LoopContext, controllers: list[Controller], rows: list[dict], grad_clip: float) -> tuple[AnswerScores, float]:
-    """One optimizer step on ``rows``; used by the loop and by dream phases."""
+    """One optimizer step on ``rows``; used by the loop and by dream phases.
+
+    Under N processes ``rows`` is the global batch: this rank trains on ``rows[rank::N]`` and the
+    returned scores cover the whole batch, in its order, on every rank."""
+    rank, world_size = distributed.world()
     device = next(ctx.model.parameters()).device
-    batch = {k: v.to(device) for k, v in ctx.stream.collate(rows).items()}
+    batch = {k: v.to(device) for k, v in ctx.stream.collate(distributed.shard(rows, rank, world_size)).items()}
     wants_hidden = any(c.wants_hidden_states for c in controllers)
     outputs = ctx.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                         output_hidden_states=wants_hidden)
     stats = score_answers(outputs.logits, batch["labels"])
     loss = stats.loss
+    if world_size > 1:
+        # This rank's share of the global per-token mean: sum(local NLL) / global answer tokens.
+        # Summed over ranks (sum_grads below) it is the 1-process loss and gradient; the mean of
+        # per-rank means would weigh a rank with short answers too much.
+        local_tokens = stats.n_tokens.sum()
+        loss = loss * local_tokens / distributed.global_count(local_tokens).clamp(min=1)
     for c in controllers:
         extra = c.aux_loss(ctx, batch, outputs)
         if extra is not None:
-            loss = loss + extra
+            loss = loss + extra / world_size  # summed over ranks: the mean of the ranks' aux losses
     ctx.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    params = [p for group in ctx.optimizer.param_groups for p in group["params"]]
+    distributed.sum_grads(params)  # before the hooks: Grokfast filters the synchronised gradient
     for c in controllers:
         c.after_backward(ctx, ctx.step)
-    params = [p for group in ctx.optimizer.param_groups for p in group["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
     ctx.optimizer.step()
+    if world_size > 1:
+        stats = gather_scores(stats, world_size)
     return stats, float(grad_norm)
+
+
+def gather_scores(local: AnswerScores, world_size: int) -> AnswerScores:
+    """Every rank's per-example scores, in global batch order (shards of equal size); ``loss``
+    becomes the detached global per-token mean, the value a 1-process run logs."""
+    nll = distributed.gather_rows(local.nll, world_size)
+    n_tokens = distributed.gather_rows(local.n_tokens, world_size)
+    correct = distributed.gather_rows(local.correct.to(torch.uint8), world_size).bool()  # gloo: no bool
+    return AnswerScores(nll.sum() / n_tokens.sum().clamp(min=1), nll, n_tokens, correct)
 
 
 def evaluate_in_loop(model, tokenizer, eval_sets: Mapping[str, list[dict]]) -> dict[str, Any]:
@@ -170,6 +207,17 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
     """
     from forgelib.models.hf import save_model
 
+    rank, world_size = distributed.world()
+    if world_size != config.distributed.nproc:
+        print(f"forge train: running in {world_size} process(es), train.distributed.nproc is "
+              f"{config.distributed.nproc}", file=sys.stderr)
+    if config.batch_size % world_size:
+        raise ForgeError(f"train.batch_size ({config.batch_size}) must be a multiple of the {world_size} processes "
+                         "(set train.distributed.nproc to the world size)")
+    if world_size > 1 and config.dreams.enabled:
+        print("forge train: WARNING: dream cycles are off under more than one process "
+              "(train.distributed.nproc > 1)", file=sys.stderr)
+        config = dataclasses.replace(config, dreams=dataclasses.replace(config.dreams, enabled=False))
     torch.manual_seed(config.seed)
     identity = run_identity(config, model, tasks)
     quantized = bitnet_qat.attach(model, config.bitnet) if config.bitnet.enabled else []
@@ -183,22 +231,28 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
     eval_sets = eval_subsets(tasks, config.eval_limit)
 
     start_step, history, last_eval = 0, [], {}
-    latest = ckpt.latest_checkpoint(checkpoint_dir) if StateDir(checkpoint_dir, identity).open() else None
+    # Rank 0 decides whether the directory is resumed (and clears it if not); then all ranks load.
+    resumable = distributed.broadcast(StateDir(checkpoint_dir, identity).open() if rank == 0 else None)
+    distributed.barrier()
+    latest = ckpt.latest_checkpoint(checkpoint_dir) if resumable else None
     if latest is not None:
         state = ckpt.load_checkpoint(latest, model=model, optimizer=optimizer, controllers=ctx.controllers)
         start_step, history, last_eval = state["step"], state["history"], state["last_eval"]
-        print(f"resuming from {latest} (step {start_step})", file=sys.stderr)
+        if rank == 0:
+            print(f"resuming from {latest} (step {start_step})", file=sys.stderr)
 
-    telemetry = Telemetry(metrics_dir, config=to_dict(config), wandb_project=config.wandb.project,
-                          wandb_mode=config.wandb.mode)
-    for record in history:
-        telemetry.log(record["step"], record)
+    telemetry = None
+    if rank == 0:
+        telemetry = Telemetry(metrics_dir, config=to_dict(config), wandb_project=config.wandb.project,
+                              wandb_mode=config.wandb.mode)
+        for record in history:
+            telemetry.log(record["step"], record)
 
     model.train()
     window: dict[str, list[float]] = {"loss": [], "batch_acc": [], "grad_norm": [], "step_time_ms": []}
     run_started = time.perf_counter()
     bar = tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, desc="forge train",
-               leave=False, mininterval=1.0)
+               leave=False, mininterval=1.0, disable=rank != 0)
     for step in bar:
         started = time.perf_counter()
         ctx.step = step
@@ -222,7 +276,8 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
 
         evaluated = done % config.eval_every == 0 or done == config.max_steps
         if evaluated:
-            last_eval = evaluate_in_loop(model, tokenizer, eval_sets)
+            # Rank 0 evaluates; the others wait in the broadcast and take the same decisions.
+            last_eval = distributed.broadcast(evaluate_in_loop(model, tokenizer, eval_sets) if rank == 0 else None)
             for c in controllers:
                 c.on_eval(ctx, step, last_eval)
         if evaluated or done % config.log_every == 0:
@@ -230,15 +285,19 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
             if quantized:
                 record["bitnet/lambda"] = lam
             history.append(record)
-            telemetry.log(done, record)
+            if telemetry is not None:
+                telemetry.log(done, record)
             window = {k: [] for k in window}
             bar.set_postfix(loss=f"{record['loss']:.3f}")
-        if config.checkpoint_every and (done % config.checkpoint_every == 0 or done == config.max_steps):
+        if rank == 0 and config.checkpoint_every and (done % config.checkpoint_every == 0 or done == config.max_steps):
             ckpt.save_checkpoint(checkpoint_dir, step=done, model=model, optimizer=optimizer,
                                  controllers=ctx.controllers, keep=config.keep_checkpoints,
                                  trainer_state={"config": to_dict(config),
                                                 "history": history, "last_eval": last_eval})
     seconds = time.perf_counter() - run_started
+    if rank != 0:
+        distributed.barrier()  # rank 0 evaluates and saves the model
+        return {}
     telemetry.close()
 
     if quantized:
@@ -270,4 +329,5 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
         "params": {"train": to_dict(config)},
         "metrics": {"validation": validation},
     }, card)
+    distributed.barrier()
     return metrics

@@ -1,5 +1,6 @@
 """The `train` stage's entry point: run the Forge loop on the previous phase's model, then
-evaluate the result and its input side by side on the held-out test split."""
+evaluate the result and its input side by side on the held-out test split (under torchrun:
+on rank 0, which alone writes; other ranks return an empty dict)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from forgelib.eval.evaluate import evaluate_model
 from forgelib.io import write_json
 from forgelib.models.card import read_card
 from forgelib.models.hf import load_model
+from forgelib.train import distributed
 from forgelib.train.config import TrainConfig
 from forgelib.train.forge_loop import train_model
 
@@ -18,7 +20,8 @@ def run_train(cfg: TrainConfig, *, data_dir: str | Path, input_dir: str | Path, 
               checkpoint_dir: str | Path, metrics_dir: str | Path, metrics_path: str | Path | None = None) -> dict:
     tasks = load_tasks(data_dir)
     model, tokenizer = load_model(input_dir)
-    input_eval = evaluate_model(model, tokenizer, tasks, split="test")
+    rank, _ = distributed.world()
+    input_eval = evaluate_model(model, tokenizer, tasks, split="test") if rank == 0 else None
     card = {
         "name": "forge-trained",
         "description": "The previous phase's model trained with the Forge loop (see params).",
@@ -28,6 +31,8 @@ def run_train(cfg: TrainConfig, *, data_dir: str | Path, input_dir: str | Path, 
     }
     loop = train_model(model, tokenizer, tasks, cfg, out_dir=out_dir, checkpoint_dir=checkpoint_dir,
                        metrics_dir=metrics_dir, card=card)
+    if rank != 0:
+        return {}  # under torchrun only rank 0 evaluates and writes
     trained_model, trained_tok = load_model(out_dir)
     trained = evaluate_model(trained_model, trained_tok, tasks, split="test")
     metrics = {
