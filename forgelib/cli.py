@@ -26,8 +26,8 @@ app = typer.Typer(
 )
 
 
-NO_TORCH = {"dashboard", "analyze"}
-"""Commands that only read metrics: they skip the torch import (seconds of start-up)."""
+NO_TORCH = {"dashboard", "analyze", "remote"}
+"""Commands that only read metrics or configure DVC: they skip the torch import (seconds of start-up)."""
 
 
 @app.callback()
@@ -98,6 +98,42 @@ def run_pipeline(ctx: typer.Context):
         raise typer.Exit(EXIT_BAD_INPUT)
     _run(load_params, Path("params.yaml"))
     raise typer.Exit(subprocess.call(["dvc", "repro", *ctx.args]))
+
+
+remote_app = typer.Typer(
+    help="Share artifacts: the DVC remote `dvc push` uploads to and `dvc pull` downloads from.",
+    no_args_is_help=True,
+)
+app.add_typer(remote_app, name="remote")
+
+
+@remote_app.command("add")
+def remote_add(
+    url: str = typer.Argument(..., help="A local directory (stored as an absolute path) or a URL: "
+                              "s3://bucket/path, gs://bucket/path, ssh://host/path (needs dvc-s3, dvc-gs, dvc-ssh)."),
+    name: str = typer.Option("storage", "--name", help="The remote's name; one of that name is replaced."),
+    local: bool = typer.Option(False, "--local", help="Write .dvc/config.local (gitignored, this machine only) "
+                               "instead of .dvc/config (committed, shared with every clone)."),
+):
+    """Make URL the default DVC remote, so `dvc push` / `dvc pull` share data, models and resume
+    state. Written to .dvc/config unless --local."""
+    from forgelib.remote import add_remote
+
+    stored, where = _run(add_remote, url, name=name, local=local)
+    typer.echo(f"remote {name!r} -> {stored} (default) in {where}; now `dvc push`")
+
+
+@remote_app.command("list")
+def remote_list(as_json: bool = typer.Option(False, "--json", help="Print one JSON list.")):
+    """The configured DVC remotes (.dvc/config and .dvc/config.local merged)."""
+    from forgelib.remote import list_remotes
+
+    remotes = _run(list_remotes)
+    if as_json:
+        typer.echo(json.dumps(remotes))
+        return
+    for remote in remotes:
+        typer.echo(f"{remote['name']}\t{remote['url']}{'  (default)' if remote['default'] else ''}")
 
 
 @app.command()

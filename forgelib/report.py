@@ -94,14 +94,21 @@ def train_gates(m: dict, g: GatesConfig) -> list[Gate]:
     return gates
 
 
+def _retention_gate(name: str, retention: float | None, floor: float) -> Gate:
+    # retention is None when the input model scores 0 (a diverged train run): undefined, so failed
+    if retention is None:
+        return (name, False, f"undefined (the input model's test mean is 0) >= {floor}")
+    return (name, retention >= floor, f"{retention:.3f} >= {floor}")
+
+
 def compress_gates(m: dict, g: GatesConfig) -> list[Gate]:
     c = g.compress
     final, stage1 = m["final"], m["stage1"]
     gates = [
         ("compress.stage1_fraction_fp32", stage1["fraction_fp32"] <= c.max_stage1_fraction_fp32, f"{stage1['fraction_fp32']:.4f} <= {c.max_stage1_fraction_fp32}"),
-        ("compress.stage1_retention", stage1["retention"] >= c.min_stage1_retention, f"{stage1['retention']:.3f} >= {c.min_stage1_retention}"),
+        _retention_gate("compress.stage1_retention", stage1["retention"], c.min_stage1_retention),
         ("compress.final_fraction_fp32", final["fraction_fp32"] <= c.max_final_fraction_fp32, f"{final['fraction_fp32']:.4f} <= {c.max_final_fraction_fp32}"),
-        ("compress.final_retention", final["retention"] >= c.min_final_retention, f"{final['retention']:.3f} >= {c.min_final_retention}"),
+        _retention_gate("compress.final_retention", final["retention"], c.min_final_retention),
     ]
     if c.final_smaller_than_stage1:
         gates.append(("compress.final_smaller_than_stage1", final["bytes"] < stage1["bytes"],

@@ -2,7 +2,8 @@
 
 Asserts what the spine promises: specialists beat the ancestor on their own family, every phase
 writes its contract metrics, a second `dvc repro` is a no-op, and a forced rebuild from the
-same params gives byte-identical model files (same dvc.lock hashes).
+same params gives byte-identical model files (same dvc.lock hashes), a fresh clone that pulls from
+a remote has nothing to rerun, and a queued `train.lr` sweep runs.
 """
 
 import json
@@ -239,3 +240,53 @@ def test_train_killed_between_checkpoints_resumes_to_the_uninterrupted_result(cl
     assert file_hashes(out) == file_hashes(clone / "models" / "trained")
     reference = json.loads((clone / "metrics" / "train.json").read_text())
     assert without_timing(json.loads(metrics.read_text())) == without_timing(reference)
+
+
+def commit_all(work: Path, message: str) -> None:
+    """Commit what DVC leaves to git (dvc.lock, the uncached metrics, .dvc/config): a clone or a
+    queued experiment starts from the last commit."""
+    assert sh(["git", "add", "-A"], work).returncode == 0
+    if sh(["git", "status", "--porcelain"], work).stdout.strip():
+        result = sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", message], work)
+        assert result.returncode == 0, result.stderr
+
+
+def test_push_then_pull_into_a_fresh_clone_is_up_to_date(clone, tmp_path):
+    """`forge remote add` + `dvc push`, then `git clone` + `dvc pull` elsewhere: the fresh clone
+    has every output, the resume state and the validate stamp included, so nothing reruns."""
+    store = tmp_path / "store"
+    added = sh(["forge", "remote", "add", str(store)], clone)
+    assert added.returncode == 0 and ".dvc/config" in added.stdout, added.stderr
+    commit_all(clone, "smoke outputs and remote")
+    push = sh(["dvc", "push"], clone, timeout=600)
+    assert push.returncode == 0, push.stderr[-2000:]
+    fresh = tmp_path / "fresh"
+    assert sh(["git", "clone", "-q", str(clone), str(fresh)], tmp_path).returncode == 0
+    pull = sh(["dvc", "pull"], fresh, timeout=600)
+    assert pull.returncode == 0, pull.stderr[-2000:]
+    status = sh(["dvc", "status"], fresh)
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
+    for folder in ("checkpoints/train", "checkpoints/evomerge", "models/compressed"):
+        assert file_hashes(fresh / folder) == file_hashes(clone / folder), folder
+    assert (fresh / "checkpoints" / "params.ok").is_file()
+
+
+def test_queued_sweep_over_train_lr_runs_two_experiments(clone):
+    """The README's sweep: two `dvc exp run --queue -S train.lr=...`, run by the queue's workers in
+    temporary copies of the repo (tracked files + DVC outputs), each with its own train metrics."""
+    commit_all(clone, "smoke outputs")
+    lrs = ("0.0005", "0.001")
+    for lr in lrs:
+        queued = sh(["dvc", "exp", "run", "--queue", "-S", f"train.lr={lr}", "-n", f"lr-{lr}"], clone)
+        assert queued.returncode == 0, queued.stderr[-2000:]
+    run = sh(["dvc", "exp", "run", "--run-all", "-j", "2"], clone, timeout=1500)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    show = json.loads(sh(["dvc", "exp", "show", "--json"], clone).stdout)
+    runs = [rev for commit in show for exp in commit["experiments"] or [] for rev in exp["revs"]]
+    assert sorted(r["name"] for r in runs) == sorted(f"lr-{lr}" for lr in lrs), [r["name"] for r in runs]
+    train = {}
+    for rev in runs:
+        data = rev["data"]
+        train[data["params"]["params.yaml"]["data"]["train"]["lr"]] = without_timing(data["metrics"]["metrics/train.json"]["data"])
+    assert set(train) == {float(lr) for lr in lrs}
+    assert train[0.0005] != train[0.001]
