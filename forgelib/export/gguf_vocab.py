@@ -4,7 +4,7 @@ Two kinds of tokenizer map onto GGUF's byte-level BPE model (``tokenizer.ggml.mo
 
 * a byte-level BPE (GPT-2 style, e.g. SmolLM2's): the tokens as the vocabulary spells them, the
   merges in rank order, and ``pre`` naming the split regex (``smollm`` when digits are split one
-  by one before the GPT-2 regex, as SmolLM2's tokenizer.json does; else ``gpt2``);
+  by one before the GPT-2 regex, as SmolLM2's tokenizer.json does; else ``gpt-2``);
 * the embedded default's character-level tokenizer (a WordLevel vocabulary of single characters):
   a BPE with no merges tokenizes exactly one character per token, so it is written as ``gpt2``
   with each character in GPT-2's byte-to-unicode spelling (a space becomes ``Ġ``) and no merges.
@@ -54,7 +54,7 @@ def gguf_vocab(tokenizer, n_vocab: int) -> GGUFVocab:
         spell, merges, pre = (lambda token: token), _merges(backend["model"]["merges"]), _pre(backend)
     elif kind == "WordLevel" and all(len(token) == 1 for token in ids if token not in added):
         spelling = bytes_to_unicode()
-        spell, merges, pre = (lambda token: "".join(spelling[b] for b in token.encode("utf-8"))), [], "gpt2"
+        spell, merges, pre = (lambda token: "".join(spelling[b] for b in token.encode("utf-8"))), [], "gpt-2"
     else:
         raise ForgeError(f"GGUF export: tokenizer model {kind!r} is not supported; supported: byte-level BPE "
                          "(GPT-2 style) and Forge's character-level WordLevel tokenizer")
@@ -114,6 +114,7 @@ def _merges(merges: list) -> list[str]:
 
 
 def _pre(backend: dict) -> str:
-    """llama.cpp's name for the split regex: ``smollm`` splits digits one by one first."""
+    """llama.cpp's name for the split regex: ``smollm`` splits digits one by one first, ``gpt-2``
+    is the plain GPT-2 regex (llama.cpp spells it with a hyphen and refuses ``gpt2``)."""
     pre = json.dumps(backend.get("pre_tokenizer"))
-    return "smollm" if '"Digits"' in pre and '"individual_digits": true' in pre else "gpt2"
+    return "smollm" if '"Digits"' in pre and '"individual_digits": true' in pre else "gpt-2"

@@ -156,7 +156,7 @@ def test_byte_level_bpe_keeps_its_merges(bpe_model_dir, rows, tmp_path):
     reader = GGUFReader(tmp_path / "bpe.gguf")
     merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
     assert field(reader, "tokenizer.ggml.merges") == [m if isinstance(m, str) else " ".join(m) for m in merges]
-    assert field(reader, "tokenizer.ggml.pre") == "gpt2" and field(reader, "tokenizer.ggml.add_bos_token") is False
+    assert field(reader, "tokenizer.ggml.pre") == "gpt-2" and field(reader, "tokenizer.ggml.add_bos_token") is False
     result = check_export(tmp_path / "bpe.gguf", "gguf", model, tokenizer, rows)
     assert result["tokenizer_match"] == 1.0 and result["greedy_match"] == 1.0
     assert result["top1_agreement"] == 1.0 and result["max_abs_logit_diff"] <= 1e-2
