@@ -12,10 +12,15 @@ import functools
 import os
 
 
+def torch_threads() -> int:
+    """The torch thread count every stage and worker uses: ``FORGE_NUM_THREADS``, default 1."""
+    return int(os.environ.get("FORGE_NUM_THREADS", "1"))
+
+
 def configure_torch() -> int:
     import torch
 
-    threads = int(os.environ.get("FORGE_NUM_THREADS", "1"))
+    threads = torch_threads()
     torch.set_num_threads(threads)
     return threads
 

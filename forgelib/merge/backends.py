@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator, Sequence
 from forgelib.errors import ForgeError
 from forgelib.merge.config import EvoMergeConfig
 from forgelib.merge.engine import merge_recipe
+from forgelib.runtime import torch_threads
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,6 @@ def _score_in_worker(fitness, candidate: Candidate, scratch, cwd: str, threads: 
     return score_candidate(fitness, candidate, scratch)
 
 
-def _threads() -> int:
-    return int(os.environ.get("FORGE_NUM_THREADS", "1"))
-
-
 class SerialBackend:
     """Candidates one after another in this process: exactly the search before backends existed."""
 
@@ -104,7 +101,7 @@ class ProcessBackend:
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_prepare_worker, initargs=(os.getcwd(), _threads()))
+                                            initializer=_prepare_worker, initargs=(os.getcwd(), torch_threads()))
         return self.pool
 
     def score(self, candidates: Sequence[Candidate]) -> Iterator[tuple[str, float]]:
@@ -195,7 +192,7 @@ class RayBackend:
 
         if self.task is None:
             self._start()
-        cwd, threads = os.getcwd(), _threads()
+        cwd, threads = os.getcwd(), torch_threads()
         refs = {self.task.remote(self.fitness_ref, c, self.scratch, cwd, threads): c for c in candidates}
         while refs:
             [ref], _ = ray.wait(list(refs), num_returns=1)

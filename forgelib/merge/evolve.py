@@ -118,11 +118,12 @@ def evolve(parents: Sequence[str], base_model: str | None, fitness: Fitness, *,
     def score(population: list[dict], backend) -> list[float]:
         """Score a generation: its new recipes on the backend (each cached as soon as it is scored)."""
         nonlocal evaluations
-        keys = [recipe_hash(to_recipe(g, space), config.merge_seed) for g in population]
+        recipes = [to_recipe(g, space) for g in population]
+        keys = [recipe_hash(recipe, config.merge_seed) for recipe in recipes]
         todo = {}  # the distinct uncached recipes, in population order
-        for genome, key in zip(population, keys):
+        for recipe, key in zip(recipes, keys):
             if key not in cache and key not in todo:
-                todo[key] = Candidate(key, to_recipe(genome, space), config.merge_seed)
+                todo[key] = Candidate(key, recipe, config.merge_seed)
         for key, value in backend.score(list(todo.values())):
             value = -math.inf if math.isnan(value) else value
             cache[key] = {"fitness": value, "recipe": todo[key].recipe}

@@ -202,8 +202,9 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
                 checkpoint_dir: str | Path, metrics_dir: str | Path, card: Mapping[str, Any] | None = None) -> dict:
     """Train ``model`` on ``tasks`` with the enabled controllers; save it to ``out_dir``.
 
-    ``card`` is deep-merged over the loop's own model card (params, validation metrics). Resumes from the newest matching checkpoint in ``checkpoint_dir``. Returns the final metrics
-    (in-loop evaluation, official greedy evaluation on the validation split, controller state).
+    ``card`` is deep-merged over the loop's own model card (params, validation metrics). Resumes
+    from the newest matching checkpoint in ``checkpoint_dir``. Returns the final metrics (in-loop
+    evaluation, official greedy evaluation on the validation split, controller state).
     """
     from forgelib.models.hf import save_model
 
