@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 import zlib
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from typing import Any, Iterable
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save, save_file
+from safetensors.torch import save
 
 from forgelib.compress.codecs.base import Payload
 from forgelib.errors import ForgeError
@@ -104,21 +105,35 @@ def _serialize(container: Container) -> tuple[dict[str, torch.Tensor], dict[str,
     return tensors, {"format": FORMAT, "checksum": _digest(tensors)}
 
 
+def _file_bytes(container: Container) -> bytes:
+    """The container file's bytes, deterministic: safetensors writes the metadata from a hash
+    map, so the order of its two keys (and so the file's bytes, not its content) could change
+    from one process to the next. The header is rewritten with the metadata keys sorted; it has
+    the same length, so every offset stays valid."""
+    tensors, metadata = _serialize(container)
+    data = save(tensors, metadata=metadata)
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    canonical = json.dumps(header, separators=(",", ":")).encode().ljust(length)
+    assert len(canonical) == length, "the canonical safetensors header changed length"
+    return data[:8] + canonical + data[8 + length:]
+
+
 def serialized_size(container: Container) -> int:
     """Exact byte size the container would have on disk (serialized in memory)."""
-    tensors, metadata = _serialize(container)
-    return len(save(tensors, metadata=metadata))
+    return len(_file_bytes(container))
 
 
 def write_container(path: str | os.PathLike, container: Container) -> int:
     """Write atomically (temp file + rename); returns the file's real byte count."""
-    tensors, metadata = _serialize(container)
+    data = _file_bytes(container)
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
-    os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.replace(tmp, final)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

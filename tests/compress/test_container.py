@@ -1,5 +1,7 @@
 """The container round-trips, counts its real bytes and refuses damaged files."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -104,3 +106,18 @@ def test_plain_safetensors_file_and_missing_file_are_rejected(tmp_path):
         read_container(path)
     with pytest.raises(ForgeError, match="no such compressed container"):
         read_container(tmp_path / "absent.safetensors")
+
+
+def test_file_bytes_do_not_depend_on_the_process(tmp_path):
+    """safetensors writes metadata from a hash map: the container sorts it, so separate processes
+    write byte-identical files."""
+    import subprocess
+    import sys
+
+    script = ("import sys; sys.path.insert(0, 'tests/compress'); from test_container import sample_container; "
+              "from forgelib.compress.container import write_container; write_container(sys.argv[1], sample_container())")
+    paths = [tmp_path / f"{i}.forge.safetensors" for i in range(4)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True, cwd=Path(__file__).resolve().parents[2])
+    assert len({p.read_bytes() for p in paths}) == 1
+    assert b'"__metadata__":{"checksum":' in paths[0].read_bytes()[:200]
