@@ -7,10 +7,13 @@ from pathlib import Path
 
 from forgelib.data.tasks.algorithmic import all_generators
 from forgelib.data.tasks.base import TaskGenerator
+from forgelib.data.tasks.composite import composite_generators
 from forgelib.data.tasks.reasoning_gym_tasks import reasoning_gym_generators
+from forgelib.data.tasks.serial import serial_generators
 from forgelib.errors import ForgeError
 
-TASKS: dict[str, TaskGenerator] = {task.name: task for task in [*all_generators(), *reasoning_gym_generators()]}
+TASKS: dict[str, TaskGenerator] = {task.name: task for task in [*all_generators(), *reasoning_gym_generators(), *serial_generators()]}
+TASKS.update({task.name: task for task in composite_generators()})  # outside the suite: specialize's mixing
 
 
 def get_task(name: str) -> TaskGenerator:
