@@ -1,0 +1,179 @@
+"""The specialized artifact: baked weights plus SVF experts and a dispatcher beside them.
+
+``models/specialized/`` is a plain Hugging Face directory (``from_pretrained`` gives the baked
+model, no experts) with two side files:
+
+- ``specialize.json``: format version, the families and their label characters, ``max_mult``,
+  the adapted weight names, how the experts were trained;
+- ``svf_experts.safetensors``: every family's z vectors (``experts/<family>/<weight>``) and the
+  dispatcher's (``dispatcher/<weight>``), in fp16 (z vectors are tiny; fp16 changes W' by far less
+  than the test figures resolve).
+
+:class:`SpecializedModel` is what ``forge eval``/``test``/``serve`` use. It recomputes the SVD
+from the weights it was given, because the singular vectors belong to the weights: a compressed
+container decodes to different weights, whose own SVD the z vectors then rescale (the
+"adapted retention" the compress stage reports). ``from_parts`` takes the side files as bytes
+so a container can carry them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import torch
+
+from forgelib.data.tasks import get_task
+from forgelib.errors import ForgeError
+from forgelib.eval.evaluate import load_metric, score_rows
+from forgelib.eval.generate import greedy_answers
+from forgelib.eval.scoring import family_mean, family_scores
+from forgelib.specialize.dispatch import classify
+from forgelib.specialize.svf import Expert, compute_svd, svf_applied
+
+SIDE_JSON = "specialize.json"
+SIDE_EXPERTS = "svf_experts.safetensors"
+SIDE_FILES = (SIDE_JSON, SIDE_EXPERTS)
+FORMAT = 1
+
+
+def encode_side_files(meta: Mapping, experts: Mapping[str, Expert], dispatcher: Expert) -> dict[str, bytes]:
+    """The two side files as bytes (``meta`` must list families, labels, max_mult and weights)."""
+    from safetensors.torch import save
+
+    tensors = {f"experts/{family}/{name}": z.detach().to(torch.float16).contiguous()
+               for family, expert in experts.items() for name, z in expert.items()}
+    tensors.update({f"dispatcher/{name}": z.detach().to(torch.float16).contiguous() for name, z in dispatcher.items()})
+    meta = {"format": FORMAT, **meta}
+    return {SIDE_JSON: (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(), SIDE_EXPERTS: save(tensors)}
+
+
+def is_specialized(model_dir: str | Path) -> bool:
+    """Whether ``model_dir`` carries SVF experts beside its weights."""
+    return (Path(model_dir) / SIDE_JSON).is_file()
+
+
+def read_side_files(model_dir: str | Path) -> dict[str, bytes]:
+    """The side files of a specialized directory, as bytes (what a container carries)."""
+    missing = [name for name in SIDE_FILES if not (Path(model_dir) / name).is_file()]
+    if missing:
+        raise ForgeError(f"{model_dir}: {missing[0]} is missing; not a specialized model directory "
+                         "(rerun the specialize stage)")
+    return {name: (Path(model_dir) / name).read_bytes() for name in SIDE_FILES}
+
+
+def decode_side_files(side_files: Mapping[str, bytes], where: str = "side files") -> tuple[dict, dict, dict]:
+    """``(meta, experts, dispatcher)`` from the side files' bytes, checked."""
+    from safetensors.torch import load
+
+    try:
+        meta = json.loads(side_files[SIDE_JSON])
+        tensors = load(side_files[SIDE_EXPERTS])
+    except KeyError as exc:
+        raise ForgeError(f"{where}: {exc.args[0]} is missing") from None
+    except Exception as exc:  # malformed JSON or safetensors bytes
+        raise ForgeError(f"{where}: unreadable side file ({' '.join(str(exc).split())})") from None
+    for key in ("format", "families", "labels", "max_mult", "weights"):
+        if key not in meta:
+            raise ForgeError(f"{where}: {SIDE_JSON} lacks {key!r}; rewrite it with the specialize stage")
+    if meta["format"] != FORMAT:
+        raise ForgeError(f"{where}: {SIDE_JSON} format {meta['format']}, this Forge reads format {FORMAT}")
+
+    def vectors(prefix: str) -> dict:
+        try:
+            return {name: tensors[f"{prefix}/{name}"].float() for name in meta["weights"]}
+        except KeyError as exc:
+            raise ForgeError(f"{where}: {SIDE_EXPERTS} lacks {exc.args[0]}") from None
+
+    return meta, {family: vectors(f"experts/{family}") for family in meta["families"]}, vectors("dispatcher")
+
+
+class SpecializedModel:
+    """A model that adapts per prompt: the dispatcher picks a family, that family's expert answers."""
+
+    def __init__(self, model, tokenizer, meta: Mapping, experts: Mapping[str, Expert], dispatcher: Expert,
+                 where: str = "specialized model"):
+        self.model, self.tokenizer, self.meta = model.eval(), tokenizer, dict(meta)
+        self.experts, self.dispatcher = dict(experts), dispatcher
+        self.max_mult = float(meta["max_mult"])
+        svd = compute_svd(model)
+        missing = [name for name in meta["weights"] if name not in svd]
+        if missing:
+            raise ForgeError(f"{where}: the weights have no {missing[0]}; the experts belong to another architecture")
+        self.svd = {name: svd[name] for name in meta["weights"]}
+        for owner, expert in [*self.experts.items(), ("dispatcher", dispatcher)]:
+            for name, z in expert.items():
+                if z.shape != self.svd[name].s.shape:
+                    raise ForgeError(f"{where}: {owner} z of {name} has shape {tuple(z.shape)}, the weight has "
+                                     f"{tuple(self.svd[name].s.shape)} singular values")
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "SpecializedModel":
+        from forgelib.models.hf import load_model
+
+        side = read_side_files(model_dir)
+        model, tokenizer = load_model(model_dir)
+        return cls.from_parts(model, tokenizer, side, where=str(model_dir))
+
+    @classmethod
+    def from_parts(cls, model, tokenizer, side_files: Mapping[str, bytes],
+                   where: str = "side files") -> "SpecializedModel":
+        meta, experts, dispatcher = decode_side_files(side_files, where)
+        return cls(model, tokenizer, meta, experts, dispatcher, where)
+
+    @property
+    def families(self) -> list[str]:
+        return list(self.meta["families"])
+
+    def dispatch(self, prompts: Sequence[str], *, batch_size: int = 256) -> list[str]:
+        """The family chosen for each prompt."""
+        return classify(self.model, self.tokenizer, self.svd, self.dispatcher, self.max_mult, prompts,
+                        self.meta["labels"], batch_size=batch_size)
+
+    def _adapted_groups(self, prompts: Sequence[str], batch_size: int) -> Iterator[tuple[str, list[int]]]:
+        """``(family, indices)`` for each group of prompts dispatched to one family; while a group is
+        being handled, the model carries that family's adapted weights."""
+        groups: dict[str, list[int]] = {}
+        for i, family in enumerate(self.dispatch(prompts, batch_size=batch_size)):
+            groups.setdefault(family, []).append(i)
+        for family, idx in groups.items():
+            with svf_applied(self.model, self.svd, self.experts[family], self.max_mult):
+                yield family, idx
+
+    def answers(self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 256) -> list[str]:
+        """Greedy answers, each prompt adapted by the expert its dispatch chose."""
+        out: list[str] = [""] * len(prompts)
+        for _, idx in self._adapted_groups(prompts, batch_size):
+            preds = greedy_answers(self.model, self.tokenizer, [prompts[i] for i in idx],
+                                   max_new_tokens=max_new_tokens, batch_size=batch_size)
+            for i, pred in zip(idx, preds):
+                out[i] = pred
+        return out
+
+    def evaluate(self, tasks: Mapping, *, split: str = "test", limit: int | None = None, batch_size: int = 256) -> dict:
+        """:func:`forgelib.eval.evaluate.evaluate_model`'s result, adapted per prompt, plus
+        ``dispatch_accuracy`` (the share of rows routed to their own family's expert)."""
+        exact_match, perplexity = load_metric("exact_match"), load_metric("token_perplexity")
+        per_task, nll, counts, routed = {}, [], [], []
+        for name, splits in tasks.items():
+            rows = list(splits[split])[:limit]
+            budget = max(len(r["answer"]) for r in rows) + 2
+            preds: list[str] = [""] * len(rows)
+            for family, idx in self._adapted_groups([r["prompt"] for r in rows], batch_size):
+                group = [rows[i] for i in idx]
+                answers = greedy_answers(self.model, self.tokenizer, [r["prompt"] for r in group],
+                                         max_new_tokens=budget, batch_size=batch_size)
+                for i, pred in zip(idx, answers):
+                    preds[i] = pred
+                scores = score_rows(self.model, self.tokenizer, group, batch_size=batch_size)
+                nll += scores.nll.tolist()
+                counts += scores.n_tokens.tolist()
+                routed += [family == get_task(name).family] * len(idx)
+            score = exact_match.compute(predictions=preds, references=[r["answer"] for r in rows])
+            per_task[name] = {"exact_match": float(score["exact_match"]), "n": int(score["n"])}
+        families = family_scores({n: r["exact_match"] for n, r in per_task.items()},
+                                 {n: get_task(n).family for n in tasks})
+        return {"tasks": per_task, "families": families, "mean": family_mean(families),
+                "perplexity": float(perplexity.compute(nll=nll, n_tokens=counts)["perplexity"]),
+                "dispatch_accuracy": sum(routed) / len(routed) if routed else None}
