@@ -26,7 +26,7 @@ app = typer.Typer(
 )
 
 
-NO_TORCH = {"dashboard", "analyze", "remote"}
+NO_TORCH = {"dashboard", "analyze", "remote", "mcp"}
 """Commands that only read metrics or configure DVC: they skip the torch import (seconds of start-up)."""
 
 
@@ -155,13 +155,19 @@ def test_generation(
     max_new_tokens: int = typer.Option(64, help="Tokens to generate."),
     temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples."),
     seed: int = typer.Option(0, help="Sampling seed."),
+    show_thoughts: bool = typer.Option(False, "--show-thoughts", help="A thinking (Quiet-STaR) model: print the "
+                                       "hidden thought before the answer."),
 ):
-    """Generate from a model, streaming tokens; uses the chat template when the model has one."""
-    from forgelib.compress.loader import load_model_any
-    from forgelib.eval.generate import stream_generate
+    """Generate from a model, streaming tokens; uses the chat template when the model has one.
 
-    model, tokenizer = _run(load_model_any, model_path)
-    for piece in stream_generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed):
+    A specialized model answers with the SVF expert its dispatcher picks for the prompt; a
+    thinking model thinks first (the thought stays hidden unless --show-thoughts)."""
+    from forgelib.runners import load_runner
+
+    runner = _run(load_runner, model_path)
+    pieces = runner.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                           show_thoughts=show_thoughts)
+    for piece in _run(list, pieces) if runner.kind == "thinking" else pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -185,7 +191,11 @@ def eval_command(
     seed: int = typer.Option(0, help="humaneval: sampling seed; codeppl: which files and windows are drawn."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
-    """Evaluate a model: exact match per task/family on held-out data, HumanEval pass@k, or code perplexity."""
+    """Evaluate a model: exact match per task/family on held-out data, HumanEval pass@k, or code perplexity.
+
+    The tasks benchmark runs a model the way it answers: a specialized model adapts per prompt
+    (SVF expert chosen by its dispatcher), a thinking model thinks before each answer. Plain
+    transformers (`from_pretrained`) sees neither: that figure is the stage metrics' test_mean."""
     directory = model_dir or model_path
     if benchmark not in BENCHMARKS:
         _fail(f"--benchmark: unknown benchmark {benchmark!r}; valid: {', '.join(BENCHMARKS)}")
@@ -205,14 +215,14 @@ def eval_command(
         _fail("pass a model directory (MODEL_DIR or --model-path)")
     if benchmark == "tasks" and split not in SPLITS:
         _fail(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    from forgelib.compress.loader import load_model_any
+    from forgelib.runners import load_runner
 
-    model, tokenizer = _run(load_model_any, directory)
+    runner = _run(load_runner, directory)
+    model, tokenizer = runner.model, runner.tokenizer
     if benchmark == "tasks":
         from forgelib.data.tasks import load_tasks
-        from forgelib.eval.evaluate import evaluate_model
 
-        result = _run(lambda: evaluate_model(model, tokenizer, load_tasks(data), split=split, limit=limit))
+        result = _run(lambda: runner.evaluate(load_tasks(data), split=split, limit=limit))
     elif benchmark == "humaneval":
         from forgelib.eval.humaneval import run_humaneval
 
@@ -476,6 +486,133 @@ def compression_decompress(
     typer.echo(f"wrote {path}")
 
 
+@app.command("specialize")
+def specialize_command(
+    params: Path = typer.Option(Path("params.yaml"), help="Params file; its `specialize` section is used."),
+    data: Path = typer.Option(Path("data"), help="Prepared data directory."),
+    input_dir: Path = typer.Option(Path("models/trained"), "--input", help="HF model directory to specialize."),
+    out: Path = typer.Option(Path("models/specialized"), help="Output HF directory (baked weights + SVF experts)."),
+    svd: Path = typer.Option(Path("checkpoints/specialize"), help="SVD cache (reused while the weights are the same)."),
+    metrics: Path = typer.Option(Path("metrics/specialize.json"), help="Metrics JSON to write."),
+    plots: Path = typer.Option(Path("metrics/specialize"), help="Folder for the TSV plots."),
+):
+    """Phase 3a, the `specialize` stage's code path: bake a prompt (when one helps on validation),
+    train one SVF expert per task family (Transformer²: singular values rescaled by z), their
+    LoRA rank-4 and full fine-tune baselines, a dispatcher expert, and a few-shot CEM mixing on an
+    unseen composite task. The output loads in plain transformers as the baked model; `forge eval`
+    and `forge serve` run it with per-prompt expert dispatch."""
+    from forgelib.config import load_section
+    from forgelib.specialize.run import run_specialize
+
+    cfg = _run(load_section, "specialize", params)
+    result = _run(run_specialize, cfg, data_dir=data, input_dir=input_dir, out_dir=out, svd_dir=svd,
+                  metrics_path=metrics, plots_dir=plots)
+    typer.echo(f"wrote {out}: test_mean {result['test_mean']:.3f} (plain weights), "
+               f"test_mean_adapted {result['test_mean_adapted']:.3f} (with dispatch); metrics in {metrics}")
+
+
+agent_app = typer.Typer(help="Phase 3b: run and score agent designs (the ADAS DSL, agents/best.json).",
+                        no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
+
+
+def _agent_backend(model_path: Path, tool_model: Optional[Path], design_path: Path, memory_per_task: int, data: Path):
+    """(design, backend, client): a validated design and what it runs on (the client must be closed)."""
+    from forgelib.agents.mcp_client import McpClient
+    from forgelib.agents.run import load_design, make_backend
+
+    needs_tools = any(b["block"] in ("ToolCall", "Verify") for b in load_design(design_path)["blocks"])
+    client = McpClient() if needs_tools and tool_model is not None else None
+    if client is not None:
+        client.start()
+    try:
+        memory = None
+        if any(b["block"] == "MemoryLookup" for b in load_design(design_path)["blocks"]):
+            from forgelib.agents.backend import training_memory
+            from forgelib.data.tasks import load_tasks
+
+            memory = training_memory(load_tasks(data), per_task=memory_per_task, seed=0)
+        backend = make_backend(model_path, tool_model if needs_tools else None, client, memory=memory)
+        design = load_design(design_path, backend.families)
+    except BaseException:
+        if client is not None:
+            client.close()
+        raise
+    return design, backend, client
+
+
+@agent_app.command("run")
+def agent_run(
+    design: Path = typer.Option(Path("agents/best.json"), "--design", help="An agent design (JSON DSL)."),
+    model_path: Path = typer.Option(Path("models/specialized"), "--model-path",
+                                    help="The generating model (its SVF experts serve Route blocks)."),
+    prompt: str = typer.Option(..., "--prompt", help="The prompt to answer."),
+    tool_model: Optional[Path] = typer.Option(Path("models/agents"), "--tool-model",
+                                              help="The tool-trained model that writes calculator calls."),
+    data: Path = typer.Option(Path("data"), help="Prepared data (the memory of MemoryLookup blocks)."),
+    memory_per_task: int = typer.Option(200, help="Training examples per task in that memory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the answer and the model calls as JSON."),
+):
+    """Answer one prompt with an agent design, calling tools through the MCP server (stdio)."""
+    from forgelib.agents.adas import run_design
+
+    spec, backend, client = _run(_agent_backend, model_path, tool_model, design, memory_per_task, data)
+    try:
+        outcome = _run(run_design, spec, backend, [prompt])
+    finally:
+        if client is not None:
+            client.close()
+    if as_json:
+        return _print_json({"design": spec["name"], "answer": outcome.answers[0], "model_calls": outcome.calls[0]})
+    typer.echo(outcome.answers[0])
+
+
+@agent_app.command("eval")
+def agent_eval(
+    design: Path = typer.Option(Path("agents/best.json"), "--design", help="An agent design (JSON DSL)."),
+    model_path: Path = typer.Option(Path("models/specialized"), "--model-path", help="The generating model."),
+    tool_model: Optional[Path] = typer.Option(Path("models/agents"), "--tool-model", help="The tool-trained model."),
+    data: Path = typer.Option(Path("data"), help="Prepared data directory."),
+    split: str = typer.Option("test", help="train, validation or test."),
+    limit: Optional[int] = typer.Option(None, help="At most this many items per task."),
+    memory_per_task: int = typer.Option(200, help="Training examples per task in the MemoryLookup memory."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Score an agent design on a split: exact match per task, overall, and model calls per item."""
+    from forgelib.agents.adas import run_design
+    from forgelib.agents.run import per_task_accuracy, split_items
+    from forgelib.data.tasks import load_tasks
+
+    if split not in SPLITS:
+        _fail(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    items = split_items(_run(load_tasks, data), split, limit, 0)
+    spec, backend, client = _run(_agent_backend, model_path, tool_model, design, memory_per_task, data)
+    try:
+        outcome = _run(run_design, spec, backend, [r["prompt"] for r in items], [r["answer"] for r in items])
+    finally:
+        if client is not None:
+            client.close()
+    _emit({"design": spec["name"], "split": split, "items": len(items), "accuracy": outcome.accuracy,
+           "calls_per_item": outcome.calls_per_item, "tasks": per_task_accuracy(items, outcome)}, as_json)
+
+
+mcp_app = typer.Typer(help="Phase 3b: Forge's tools (calculate, run_python, memory_lookup) over MCP.",
+                      no_args_is_help=True)
+app.add_typer(mcp_app, name="mcp")
+
+
+@mcp_app.command("serve")
+def mcp_serve(
+    memory: Optional[Path] = typer.Option(None, "--memory", help="An episodic memory saved by forgelib.agents.memory; "
+                                          "without it memory_lookup answers with the tool error 'memory is empty'."),
+):
+    """Serve calculate, run_python and memory_lookup over MCP on stdio (stdout carries the protocol
+    only; logs go to stderr). Runs until the client closes stdin."""
+    from forgelib.agents.mcp_server import serve as serve_mcp
+
+    _run(serve_mcp, memory)
+
+
 @app.command("export")
 def export_command(
     model_path: Path = typer.Argument(..., help="An HF model directory or a compressed container (file or its directory)."),
@@ -512,12 +649,16 @@ def serve(
 ):
     """Serve a model over an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions
     (stream: true for server-sent events), /v1/models and /health. Requests run one at a time;
-    logs go to stderr."""
-    from forgelib.compress.loader import load_model_any
+    logs go to stderr. A specialized model adapts per request (its dispatcher picks the SVF expert)."""
+    from forgelib.runners import load_runner
     from forgelib.serve import ModelServer, make_server
 
-    model, tokenizer = _run(load_model_any, model_path)
-    server = ModelServer(model, tokenizer, model_id=model_name or str(model_path), max_pending=max_pending)
+    runner = _run(load_runner, model_path)
+    if runner.kind == "thinking":
+        typer.echo("note: a thinking model is served without its thoughts (plain weights, no mixing head); "
+                   "`forge test --show-thoughts` runs it with them", err=True)
+    server = ModelServer(runner.model, runner.tokenizer, model_id=model_name or str(model_path), max_pending=max_pending,
+                         adapt=runner.adapt if runner.kind == "specialized" else None)
     try:
         httpd = make_server(server, host, port)
     except OSError as exc:

@@ -42,6 +42,36 @@ def compress_rows(m: dict) -> list[dict]:
     ]
 
 
+def quietstar_rows(m: dict) -> list[dict]:
+    return [{"phase": "quietstar", "model": f"{arm} ({m['task']}, {len(r['test_mean'])} seeds)", "test_mean": r["mean"]}
+            for arm, r in m["arms"].items()]
+
+
+def specialize_rows(m: dict) -> list[dict]:
+    return [
+        {"phase": "specialize", "model": "specialized (plain weights)", "test_mean": m["test_mean"]},
+        {"phase": "specialize", "model": "specialized (SVF expert per prompt)", "test_mean": m["test_mean_adapted"]},
+    ]
+
+
+def agents_rows(m: dict) -> list[dict]:
+    rows = [{"phase": "agents", "model": f"tools: {arm} (beyond trained lengths)", "test_mean": m["tools"][arm]}
+            for arm in ("no_tool", "mcp", "wrong_tool", "oracle_call")]
+    in_length = ((m.get("details") or {}).get("tools") or {}).get("in_length") or {}
+    rows += [{"phase": "agents", "model": f"tools: {arm} (in length)", "test_mean": in_length[arm]}
+             for arm in ("no_tool", "mcp", "wrong_tool", "oracle_call") if arm in in_length]
+    if m.get("memory"):
+        rows += [{"phase": "agents", "model": f"memory: {arm} (beyond the window)", "test_mean": m["memory"][arm]}
+                 for arm in ("on", "off", "write_all", "random_writes")]
+    if m.get("adas"):
+        a = m["adas"]
+        rows.append({"phase": "agents", "model": f"adas: best hand-written ({a['best_hand_design']})",
+                     "test_mean": a["best_hand_test"]})
+        if a.get("best_test") is not None:
+            rows.append({"phase": "agents", "model": f"adas: best discovered ({a['best_design']})", "test_mean": a["best_test"]})
+    return rows
+
+
 HEADROOM = 0.05
 """Ratios are only claimed on families where the reference scores at least this: a ratio to a
 near-zero score says nothing (the base stage applies the same rule to its
@@ -116,10 +146,72 @@ def compress_gates(m: dict, g: GatesConfig) -> list[Gate]:
     return gates
 
 
+def quietstar_gates(m: dict, g: GatesConfig) -> list[Gate]:
+    gates = []
+    if g.quietstar.switch_follows_measurement:
+        gates.append(("quietstar.switch_follows_measurement", m["enabled"] == m["enabled_by_default"],
+                      f"quietstar.enabled {m['enabled']} == measured enabled_by_default {m['enabled_by_default']}"))
+    return gates
+
+
+def specialize_gates(m: dict, g: GatesConfig) -> list[Gate]:
+    s = g.specialize
+    gain = m["test_mean_adapted"] - m["input_test_mean"]
+    gates = [("specialize.adapted_gain", gain >= s.min_adapted_gain,
+              f"{gain:+.4f} >= {s.min_adapted_gain} (adapted {m['test_mean_adapted']:.3f}, input {m['input_test_mean']:.3f})")]
+    families = m.get("families") or {}
+    gaining = sorted(f for f, r in families.items() if r.get("higher_by_2se"))
+    gates.append(("specialize.families_higher_by_2se", len(gaining) >= s.min_families_higher_by_2se,
+                  f"{len(gaining)} ({', '.join(gaining) or 'none'}) >= {s.min_families_higher_by_2se}"))
+    experts = (m.get("svf") or {}).get("experts") or {}
+    ratios = {f: e["params"] / e["lora_params"] for f, e in experts.items() if e.get("lora_params")}
+    if ratios:
+        worst = max(ratios.values())
+        gates.append(("specialize.svf_params_vs_lora", worst <= s.max_svf_to_lora_params,
+                      f"{worst:.3f} <= {s.max_svf_to_lora_params}"))
+    mixing = (m.get("svf") or {}).get("mixing")
+    if s.mixing_beats_best_single and mixing:
+        gates.append(("specialize.mixing_beats_best_single", mixing["mixed"] > max(mixing["best_single"], mixing["unadapted"]),
+                      f"{mixing['mixed']:.3f} > best single {mixing['best_single']:.3f}, unadapted {mixing['unadapted']:.3f}"))
+    return gates
+
+
+def agents_gates(m: dict, g: GatesConfig) -> list[Gate]:
+    a = g.agents
+    gates = []
+    in_length = ((m.get("details") or {}).get("tools") or {}).get("in_length") or {}
+    if in_length:
+        gain = in_length["mcp"] - in_length["no_tool"]
+        gates.append(("agents.tool_gain_in_length", gain >= a.min_tool_gain_in_length,
+                      f"{gain:+.3f} >= {a.min_tool_gain_in_length} (mcp {in_length['mcp']:.3f}, no tool {in_length['no_tool']:.3f})"))
+        gates.append(("agents.wrong_tool_collapses", in_length["wrong_tool"] <= a.max_wrong_tool_in_length,
+                      f"{in_length['wrong_tool']:.3f} <= {a.max_wrong_tool_in_length}"))
+    if a.tool_gain_beyond_length:
+        t = m["tools"]
+        gates.append(("agents.tool_gain_beyond_length", t["mcp"] > t["no_tool"], f"{t['mcp']:.3f} > {t['no_tool']:.3f}"))
+    mem = m.get("memory")
+    if mem and a.memory_on_beats_off_beyond_spread:
+        gates.append(("agents.memory_on_beats_off", mem["on"] - mem["off"] > mem["std"],
+                      f"{mem['on']:.3f} - {mem['off']:.3f} > std {mem['std']:.3f}"))
+    if mem and a.memory_gate_beats_random_writes:
+        gates.append(("agents.memory_gate_beats_random", mem["on"] > mem["random_writes"],
+                      f"{mem['on']:.3f} > random writes {mem['random_writes']:.3f}"))
+    ad = m.get("adas")
+    if ad and a.adas_discovered_beats_hand:
+        ok = ad.get("best_test") is not None and ad["best_test"] > ad["best_hand_test"] \
+            and ad["best_calls_per_item"] <= ad["hand_calls_per_item"]
+        gates.append(("agents.adas_discovered_beats_hand", ok,
+                      f"{ad.get('best_test')} > {ad['best_hand_test']:.3f} at <= {ad['hand_calls_per_item']:.2f} calls/item"))
+    return gates
+
+
 PHASES: dict[str, tuple[Callable[[dict], list[dict]], Callable[[dict, GatesConfig], list[Gate]]]] = {
     "base": (base_rows, base_gates),
     "evomerge": (evomerge_rows, evomerge_gates),
+    "quietstar": (quietstar_rows, quietstar_gates),
     "train": (train_rows, train_gates),
+    "specialize": (specialize_rows, specialize_gates),
+    "agents": (agents_rows, agents_gates),
     "compress": (compress_rows, compress_gates),
 }
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from forgelib.configtools import check, doc
 
-PHASES = ("prepare", "base", "evomerge", "train", "compress")
+PHASES = ("prepare", "base", "evomerge", "quietstar", "train", "specialize", "agents", "compress")
 """Stages that write ``metrics/<phase>.json`` for the report."""
 
 
@@ -30,7 +30,7 @@ class ReportConfig:
 
     phases: tuple[str, ...] = doc(
         "Metric files (metrics/<phase>.json) to aggregate, in DAG order; missing ones are skipped.",
-        default=("base", "evomerge", "train", "compress"),
+        default=("base", "evomerge", "quietstar", "train", "specialize", "agents", "compress"),
     )
 
     def __post_init__(self):
@@ -87,6 +87,54 @@ class TrainGates:
 
 
 @dataclass(frozen=True)
+class QuietStarGates:
+    """Claim on Quiet-STaR: the switch follows the measurement (on only where thoughts pay)."""
+
+    switch_follows_measurement: bool = doc(
+        "quietstar.enabled must equal the stage's measured enabled_by_default (thoughts beat sft and pause "
+        "beyond the spread, and random thoughts fall back).", default=True)
+
+
+@dataclass(frozen=True)
+class SpecializeGates:
+    """Claims on the specialized model with per-prompt SVF experts, against its input."""
+
+    min_adapted_gain: float = doc("test_mean_adapted - input_test_mean must reach this.", default=0.0)
+    min_families_higher_by_2se: int = doc(
+        "Families (with headroom) where the adapted model beats the input by >= 2 standard errors.", default=3)
+    max_svf_to_lora_params: float = doc("SVF expert parameters / rank-4 LoRA parameters must not exceed this.",
+                                        default=0.1)
+    mixing_beats_best_single: bool = doc(
+        "Few-shot mixing must beat the best single expert and the unadapted model on the composite task.",
+        default=True)
+
+    def __post_init__(self):
+        check(self.min_families_higher_by_2se >= 0, "min_families_higher_by_2se", "an integer >= 0",
+              self.min_families_higher_by_2se)
+        _check_ratio(self, "max_svf_to_lora_params")
+
+
+@dataclass(frozen=True)
+class AgentsGates:
+    """Claims on tools, memory and ADAS (each against its control arm)."""
+
+    min_tool_gain_in_length: float = doc("MCP tool minus no-tool exact match, at the trained operand lengths.",
+                                         default=0.3)
+    max_wrong_tool_in_length: float = doc("The counterfactual tool's exact match must fall to this or below "
+                                          "(the model copies what the tool says).", default=0.1)
+    tool_gain_beyond_length: bool = doc("MCP tool must beat no tool beyond the trained operand lengths.", default=True)
+    memory_on_beats_off_beyond_spread: bool = doc("Memory on must beat writes off by more than the std over seeds.",
+                                                  default=True)
+    memory_gate_beats_random_writes: bool = doc("The surprise gate must beat random writes.", default=True)
+    adas_discovered_beats_hand: bool = doc(
+        "The best discovered design must beat the best hand-written one on test at no more calls per item.",
+        default=True)
+
+    def __post_init__(self):
+        _check_unit(self, "max_wrong_tool_in_length")
+
+
+@dataclass(frozen=True)
 class CompressGates:
     """Claims on compression: each stage's size (container file, header included) and retention."""
 
@@ -108,5 +156,8 @@ class GatesConfig:
 
     base: BaseGates = doc("Gates on the base models.", default_factory=BaseGates)
     evomerge: EvoMergeGates = doc("Gates on the evolved model.", default_factory=EvoMergeGates)
+    quietstar: QuietStarGates = doc("Gates on Quiet-STaR.", default_factory=QuietStarGates)
     train: TrainGates = doc("Gates on the trained model.", default_factory=TrainGates)
+    specialize: SpecializeGates = doc("Gates on the specialized model.", default_factory=SpecializeGates)
+    agents: AgentsGates = doc("Gates on the agents stage.", default_factory=AgentsGates)
     compress: CompressGates = doc("Gates on the compressed model.", default_factory=CompressGates)

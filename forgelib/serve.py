@@ -88,6 +88,9 @@ class ModelServer:
     model_id: str
     max_pending: int = 32
     created: int = field(default_factory=lambda: int(time.time()))
+    adapt: Any = None
+    """Optional ``prompt text -> context manager`` held while one request decodes: a specialized
+    model applies the SVF expert its dispatcher picks for that prompt (:mod:`forgelib.runners`)."""
 
     def __post_init__(self):
         self.model.eval()
@@ -173,7 +176,15 @@ class ModelServer:
     # -- decoding ----------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, opts: Options) -> Iterator[Piece]:
-        """Decode token by token with the KV cache; yield text as it becomes final."""
+        """Decode token by token with the KV cache; yield text as it becomes final (with the
+        per-prompt adaptation, when the model has one, applied throughout)."""
+        if self.adapt is None:
+            yield from self._decode(opts)
+            return
+        with self.adapt(self.tokenizer.decode(opts.prompt_ids, skip_special_tokens=True)):
+            yield from self._decode(opts)
+
+    def _decode(self, opts: Options) -> Iterator[Piece]:
         generator = torch.Generator().manual_seed(opts.seed)
         eos = self.tokenizer.eos_token_id
         budget = min(opts.max_tokens, self.context_length - len(opts.prompt_ids))

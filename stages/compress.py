@@ -1,6 +1,6 @@
 """Stage `compress`: stage 1 (BitNet 1.58 + SeedLM), then stage 2 (VPTQ + HyperFn).
 
-Reads params `compress`; compresses `models/trained/` into `models/compressed/{stage1,final}/`
+Reads params `compress`; compresses `models/specialized/` (SVF experts carried in fp16) into `models/compressed/{stage1,final}/`
 (one safetensors container each, with codec metadata); writes `metrics/compress.json`: real
 container bytes, bits per parameter, fractions of fp32/bf16, test exact match, retention,
 perplexity, per-codec SNR, encode/decode times.
@@ -18,7 +18,7 @@ def main() -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", default="data")
-    parser.add_argument("--input", default="models/trained")
+    parser.add_argument("--input", default="models/specialized")
     parser.add_argument("--out", default="models/compressed")
     parser.add_argument("--metrics", default="metrics/compress.json")
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Stage `train`: the Forge training loop (Grokfast, curriculum, geometry, self-model, dreams).
 
-Reads params `train`; trains `models/evolved/` into `models/trained/`; checkpoints to
+Reads params `train`; trains `models/quietstar/` (the evolved model, unless quietstar.enabled) into `models/trained/`; checkpoints to
 `checkpoints/train/` (persist: a killed run resumes); writes `metrics/train.json` (test mean of
 the trained model and of its input) and dvclive curves under `metrics/train/`.
 
@@ -24,7 +24,7 @@ def main() -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", default="data")
-    parser.add_argument("--input", default="models/evolved")
+    parser.add_argument("--input", default="models/quietstar")
     parser.add_argument("--out", default="models/trained")
     parser.add_argument("--checkpoints", default="checkpoints/train")
     parser.add_argument("--metrics", default="metrics/train.json")

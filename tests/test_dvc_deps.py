@@ -61,6 +61,10 @@ LOADED_BY_PATH = {
     "forgelib/eval/evaluate.py": ["forgelib/eval/metrics/exact_match/exact_match.py",
                                   "forgelib/eval/metrics/token_perplexity/token_perplexity.py"],
 }
+# Code that a module runs in a subprocess (`python -m ...`): its closure is the caller's too.
+RUN_AS_SUBPROCESS = {
+    "forgelib/agents/mcp_client.py": ["forgelib/agents/mcp_server.py"],
+}
 
 
 def closure(script: Path) -> set[Path]:
@@ -69,7 +73,7 @@ def closure(script: Path) -> set[Path]:
     while todo:
         current = todo.pop()
         rel_current = str(current.relative_to(ROOT)) if ROOT in current.parents else None
-        for rel in LOADED_BY_PATH.get(rel_current, []):
+        for rel in LOADED_BY_PATH.get(rel_current, []) + RUN_AS_SUBPROCESS.get(rel_current, []):
             if ROOT / rel not in seen:
                 seen.add(ROOT / rel)
                 todo.append(ROOT / rel)
@@ -166,8 +170,10 @@ def stages_depending_on(path: str) -> set[str]:
 
 def test_editing_the_sandbox_or_a_codec_reruns_only_what_runs_it():
     # validate reruns on any config-code edit, but its output never changes, so nothing follows.
-    assert stages_depending_on("forgelib/eval/sandbox.py") == {"humaneval"}
-    # humaneval and deploy load containers, so they run the codecs' decoders.
-    assert stages_depending_on("forgelib/compress/codecs/vptq.py") == {"validate", "compress", "humaneval", "deploy"}
+    # agents runs it too: its MCP server (a subprocess of the stage) has the run_python tool.
+    assert stages_depending_on("forgelib/eval/sandbox.py") == {"humaneval", "agents"}
+    # humaneval, deploy and agents load containers, so they run the codecs' decoders.
+    assert stages_depending_on("forgelib/compress/codecs/vptq.py") == {"validate", "compress", "humaneval", "deploy",
+                                                                        "agents"}
     assert stages_depending_on("forgelib/compress/pipeline.py") == {"compress"}
     assert stages_depending_on("forgelib/report_config.py") == {"validate", "report"}

@@ -28,6 +28,10 @@ from forgelib.models.hf import config_dict, require_model_dir
 # the uncompressed model; decompress_to_dir writes a new one).
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt")
 NOT_SIDE_FILES = {"config.json", "README.md", "model.safetensors.index.json", "pytorch_model.bin.index.json"}
+# Small tensor files that belong to the model's behaviour rather than to its weights, carried
+# verbatim: the specialize stage's SVF experts (fp16 z vectors, a few KiB; they are applied to the
+# SVD of the decoded weights at load) and a Quiet-STaR model's mixing head.
+CARRIED_TENSOR_FILES = {"svf_experts.safetensors", "mixing_head.safetensors"}
 MAX_SIDE_BYTES = 64 << 20
 
 
@@ -37,7 +41,7 @@ def model_dir_side_files(model_dir: str | os.PathLike) -> tuple[dict, dict[str, 
     files = {}
     for path in sorted(model_dir.iterdir()):
         if path.is_file() and not path.name.startswith(".") and path.name not in NOT_SIDE_FILES \
-                and not path.name.endswith(WEIGHT_SUFFIXES):
+                and (path.name in CARRIED_TENSOR_FILES or not path.name.endswith(WEIGHT_SUFFIXES)):
             files[path.name] = path.read_bytes()
     if sum(map(len, files.values())) > MAX_SIDE_BYTES:
         raise ForgeError(f"{model_dir}: side files exceed {MAX_SIDE_BYTES >> 20} MiB; remove stray files")
@@ -127,6 +131,15 @@ def container_path(path: str | os.PathLike) -> Path | None:
     if path.is_dir() and (path / CONTAINER_NAME).is_file():
         return path / CONTAINER_NAME
     return None
+
+
+def side_files_any(path: str | os.PathLike) -> dict[str, bytes]:
+    """The non-weight files of a model directory or container (what :func:`model_dir_side_files`
+    keeps): a loader that needs more than weights (SVF experts, a mixing head) reads them here."""
+    found = container_path(path)
+    if found is not None:
+        return dict(read_container(found).files)
+    return model_dir_side_files(path)[1]
 
 
 def load_model_any(path: str | os.PathLike):

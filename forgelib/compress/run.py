@@ -4,6 +4,10 @@ Accuracy is the real exact match on the test split of the model loaded back from
 container; the ``--target-size`` search scores candidates on the validation split only, so the
 test split never steers a choice. Healing and VPTQ calibration draw batches from the train
 split.
+
+A specialized input (SVF experts beside its weights) keeps its experts: the containers carry
+them (fp16 z vectors), and ``adapted`` reports the test mean with dispatch of the input and of
+each container, whose decoded weights get their own SVD at load (``adapted_retention``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,33 @@ def run_compress(cfg: CompressConfig, *, data_dir: str | Path, input_dir: str | 
         heal_batches=batches(seed=cfg.seed) if cfg.heal.steps else None,
         calibration_batches=calibration() if cfg.calibration_batches else None,
     )
+    adapted = adapted_scores(input_dir, out_dir, tasks, eval_limit)
+    if adapted is not None:
+        stats["adapted"] = adapted
     if metrics_path:
         write_json(metrics_path, stats)
     return stats
+
+
+def adapted_scores(input_dir: str | Path, out_dir: str | Path, tasks, eval_limit: int | None) -> dict | None:
+    """Test mean with per-prompt SVF adaptation of the input and of each container (None when the
+    input has no experts), and the retention of that figure."""
+    from forgelib.compress.loader import load_model_any, side_files_any
+    from forgelib.specialize.model import SIDE_JSON, SpecializedModel, is_specialized
+
+    if not is_specialized(input_dir):
+        return None
+    source = SpecializedModel.load(input_dir).evaluate(tasks, split="test", limit=eval_limit)["mean"]
+    out = {"input_test_mean_adapted": source}
+    for name in ("stage1", "final"):
+        path = Path(out_dir) / name
+        if not path.exists():
+            continue
+        files = side_files_any(path)
+        if SIDE_JSON not in files:
+            continue
+        model, tokenizer = load_model_any(path)
+        score = SpecializedModel.from_parts(model, tokenizer, files, where=str(path)).evaluate(
+            tasks, split="test", limit=eval_limit)["mean"]
+        out[name] = {"test_mean_adapted": score, "adapted_retention": score / source if source else None}
+    return out

@@ -164,6 +164,7 @@ def run_quietstar(cfg: QuietStarConfig, *, data_dir: str | Path, input_dir: str 
     """The stage (module docstring): measure the arms, ship the thinking model, pass a model on."""
     source = require_model_dir(input_dir, "quietstar input model")
     metrics, curves = measure_arms(cfg, data_dir=data_dir, input_dir=input_dir, model_out=thinking_dir)
+    metrics["enabled"] = cfg.enabled
     metrics["continues_to_train"] = ("the thoughts model's weights (quietstar.enabled)" if cfg.enabled
                                      else "the input model, unchanged (quietstar.enabled: false)")
     with atomic_dir(out_dir) as tmp:
