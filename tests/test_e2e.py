@@ -90,9 +90,28 @@ def test_every_phase_writes_its_contract(clone):
     assert "input_test_mean" in comp
     assert (clone / "models" / "evolved" / "recipe.yaml").is_file()
     assert (clone / "metrics" / "summary.md").is_file()
+    qs = json.loads((clone / "metrics" / "quietstar.json").read_text())
+    assert set(qs["arms"]) == {"sft", "pause", "thoughts", "random_thoughts"} and isinstance(qs["enabled_by_default"], bool)
+    assert all({"test_mean", "mean", "std"} <= set(arm) for arm in qs["arms"].values())
+    # quietstar.enabled: false passes the evolved model on unchanged
+    assert (clone / "models" / "quietstar" / "model.safetensors").read_bytes() == \
+        (clone / "models" / "evolved" / "model.safetensors").read_bytes()
+    spec = json.loads((clone / "metrics" / "specialize.json").read_text())
+    assert {"input_test_mean", "test_mean", "test_mean_adapted", "svf", "bake"} <= set(spec)
+    assert {"experts", "dispatch_accuracy", "mixing"} <= set(spec["svf"])
+    assert {"prompted_base", "unprompted_base", "baked", "kl_base", "kl_baked", "drift_kl"} <= set(spec["bake"])
+    assert (clone / "models" / "specialized" / "svf_experts.safetensors").is_file()
+    assert "adapted" in comp and "final" in comp["adapted"]
+    agents = json.loads((clone / "metrics" / "agents.json").read_text())
+    assert set(agents["tools"]) == {"no_tool", "mcp", "wrong_tool", "oracle_call"}
+    assert {"on", "off", "write_all", "random_writes", "std", "by_distance"} <= set(agents["memory"])
+    assert {"best_test", "best_hand_test", "best_calls_per_item", "hand_calls_per_item", "evaluations",
+            "valid_proposals", "proposals"} <= set(agents["adas"])
+    assert json.loads((clone / "agents" / "best.json").read_text())["blocks"]
     # every stage with a metrics file records its cost there (forgelib.runtime.stage)
     costed = ["prepare.json", "ancestor/metrics.json", *(f"specialist/{n}/metrics.json" for n in base["specialists"]),
-              "base.json", "evomerge.json", "train.json", "compress.json", "summary.json"]
+              "base.json", "evomerge.json", "quietstar.json", "train.json", "specialize.json", "agents.json",
+              "compress.json", "summary.json"]
     for rel in costed:
         metrics = json.loads((clone / "metrics" / rel).read_text())
         assert metrics["wall_s"] > 0 and metrics["peak_rss_gib"] > 0, rel
@@ -116,7 +135,7 @@ def output_snapshot(work: Path) -> dict:
     import hashlib
 
     snap = {}
-    for folder in ("data", "models", "metrics", "checkpoints"):
+    for folder in ("data", "models", "metrics", "checkpoints", "agents"):
         for path in sorted((work / folder).rglob("*")):
             if path.is_file():
                 snap[str(path.relative_to(work))] = (path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest())
@@ -128,7 +147,10 @@ BAD_PARAMS = {
     "prepare.n_train": -5,
     "base.ancestor.lr": 5.0,
     "evomerge.population": 0,
+    "quietstar.steps": 0,
     "train.lr": -1.0,
+    "specialize.svf.steps": 0,
+    "agents.adas.generations": -1,
     "compress.heal.steps": -1,
     "humaneval.limit": 0,
     "report.phases": ["nope"],

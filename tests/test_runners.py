@@ -74,6 +74,9 @@ def test_cli_test_streams_the_dispatched_experts_answer(specialized, tiny_data):
 def test_the_container_carries_the_experts_and_adapts_after_decoding(specialized, tmp_path):
     config, files = model_dir_side_files(specialized)
     assert SIDE_EXPERTS in files and files[SIDE_EXPERTS] == (specialized / SIDE_EXPERTS).read_bytes()
+    # one flat fp16 tensor per expert: 2 bytes a value, plus a header of a few hundred bytes
+    n_values = 3 * sum(int(f.s.numel()) for f in SpecializedModel.load(specialized).svd.values())
+    assert 2 * n_values < len(files[SIDE_EXPERTS]) < 2 * n_values + 600
     from forgelib.compress.config import CompressConfig
     from forgelib.compress.pipeline import compress_model
 

@@ -5,9 +5,11 @@ model, no experts) with two side files:
 
 - ``specialize.json``: format version, the families and their label characters, ``max_mult``,
   the adapted weight names, how the experts were trained;
-- ``svf_experts.safetensors``: every family's z vectors (``experts/<family>/<weight>``) and the
-  dispatcher's (``dispatcher/<weight>``), in fp16 (z vectors are tiny; fp16 changes W' by far less
-  than the test figures resolve).
+- ``svf_experts.safetensors``: every family's z vectors as one flat tensor (``experts/<family>``:
+  the weights' vectors concatenated in the order of ``specialize.json``'s ``weights``, whose
+  lengths are its ``sizes``) and the dispatcher's (``dispatcher``), in fp16 (z vectors are tiny;
+  fp16 changes W' by far less than the test figures resolve). One tensor per expert keeps the
+  safetensors header small: with a tensor per weight, the names cost more bytes than the values.
 
 :class:`SpecializedModel` is what ``forge eval``/``test``/``serve`` use. It recomputes the SVD
 from the weights it was given, because the singular vectors belong to the weights: a compressed
@@ -35,17 +37,21 @@ from forgelib.specialize.svf import Expert, compute_svd, svf_applied
 SIDE_JSON = "specialize.json"
 SIDE_EXPERTS = "svf_experts.safetensors"
 SIDE_FILES = (SIDE_JSON, SIDE_EXPERTS)
-FORMAT = 1
+FORMAT = 2
 
 
 def encode_side_files(meta: Mapping, experts: Mapping[str, Expert], dispatcher: Expert) -> dict[str, bytes]:
     """The two side files as bytes (``meta`` must list families, labels, max_mult and weights)."""
     from safetensors.torch import save
 
-    tensors = {f"experts/{family}/{name}": z.detach().to(torch.float16).contiguous()
-               for family, expert in experts.items() for name, z in expert.items()}
-    tensors.update({f"dispatcher/{name}": z.detach().to(torch.float16).contiguous() for name, z in dispatcher.items()})
-    meta = {"format": FORMAT, **meta}
+    names = list(meta["weights"])
+
+    def flat(expert: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([expert[name].detach().reshape(-1) for name in names]).to(torch.float16).contiguous()
+
+    tensors = {f"experts/{family}": flat(expert) for family, expert in experts.items()}
+    tensors["dispatcher"] = flat(dispatcher)
+    meta = {"format": FORMAT, **meta, "sizes": [int(dispatcher[name].numel()) for name in names]}
     return {SIDE_JSON: (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(), SIDE_EXPERTS: save(tensors)}
 
 
@@ -74,17 +80,20 @@ def decode_side_files(side_files: Mapping[str, bytes], where: str = "side files"
         raise ForgeError(f"{where}: {exc.args[0]} is missing") from None
     except Exception as exc:  # malformed JSON or safetensors bytes
         raise ForgeError(f"{where}: unreadable side file ({' '.join(str(exc).split())})") from None
-    for key in ("format", "families", "labels", "max_mult", "weights"):
+    for key in ("format", "families", "labels", "max_mult", "weights", "sizes"):
         if key not in meta:
             raise ForgeError(f"{where}: {SIDE_JSON} lacks {key!r}; rewrite it with the specialize stage")
     if meta["format"] != FORMAT:
         raise ForgeError(f"{where}: {SIDE_JSON} format {meta['format']}, this Forge reads format {FORMAT}")
 
-    def vectors(prefix: str) -> dict:
-        try:
-            return {name: tensors[f"{prefix}/{name}"].float() for name in meta["weights"]}
-        except KeyError as exc:
-            raise ForgeError(f"{where}: {SIDE_EXPERTS} lacks {exc.args[0]}") from None
+    def vectors(key: str) -> dict:
+        if key not in tensors:
+            raise ForgeError(f"{where}: {SIDE_EXPERTS} lacks {key}")
+        values = tensors[key].float()
+        if values.numel() != sum(meta["sizes"]):
+            raise ForgeError(f"{where}: {SIDE_EXPERTS} {key} has {values.numel()} values, {SIDE_JSON} sizes "
+                             f"sum to {sum(meta['sizes'])}")
+        return dict(zip(meta["weights"], values.split(meta["sizes"])))
 
     return meta, {family: vectors(f"experts/{family}") for family in meta["families"]}, vectors("dispatcher")
 

@@ -250,7 +250,7 @@ def run_specialize(cfg: SpecializeConfig, *, data_dir: str | Path, input_dir: st
         "data": {"tasks": sorted(tasks)},
         "input_card": read_card(input_dir).get("name"),
         "recipe": {"bake": None if bake_metrics is None else {k: bake_metrics.get(k) for k in ("target", "prefix", "merged")},
-                   "svf": None if block is None else {"experts": card_experts, "dispatcher": "dispatcher/<weight>",
+                   "svf": None if block is None else {"experts": card_experts, "dispatcher": "dispatcher",
                                                       "side_files": sorted(side_files), "max_mult": cfg.svf.max_mult}},
     }
     with atomic_dir(out_dir) as tmp:
