@@ -100,3 +100,23 @@ def test_serve_applies_the_prompts_expert(specialized, tiny_data):
     plain = ModelServer(runner.model, runner.tokenizer, model_id="m")
     plain_text = "".join(p.text for p in plain.generate(Options(ids, 8, 0.0, 0, [], False)))
     assert plain_text == greedy_answers(runner.model, runner.tokenizer, [prompt], max_new_tokens=8)[0]
+
+
+def test_cli_agent_eval_scores_a_design_and_rejects_a_bad_one(specialized, tiny_data, tmp_path):
+    direct = tmp_path / "direct.json"
+    direct.write_text(json.dumps({"name": "direct", "blocks": [{"block": "Generate", "k": 1, "temperature": 0}]}))
+    result = CliRunner().invoke(app, ["agent", "eval", "--design", str(direct), "--model-path", str(specialized),
+                                      "--data", str(tiny_data), "--json"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    model, tok = load_model(specialized)
+    rows = [r for t in load_tasks(tiny_data).values() for r in t["test"]]
+    answers = greedy_answers(model, tok, [r["prompt"] for r in rows], max_new_tokens=12)
+    assert body["accuracy"] == pytest.approx(sum(a == r["answer"] for a, r in zip(answers, rows)) / len(rows))
+    assert body["calls_per_item"] == 1.0 and body["items"] == len(rows)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "x", "blocks": [{"block": "Route", "expert": "poetry"},
+                                                        {"block": "Generate", "k": 1, "temperature": 0}]}))
+    result = CliRunner().invoke(app, ["agent", "run", "--design", str(bad), "--model-path", str(specialized),
+                                      "--prompt", "cpy:ab="])
+    assert result.exit_code == 2 and "unknown expert 'poetry'" in result.output
