@@ -4,7 +4,9 @@ A phase is a pipeline stage (``specialist@NAME`` once per specialist). Its cost 
 ``wall_s`` and ``peak_rss_gib`` that :func:`forgelib.runtime.stage` adds to the stage's metrics
 JSON. What it bought is the test mean of the model it made and the change from the model it
 started from (a specialist and the evolved model start from the ancestor, training from the
-evolved model, compression from the trained one). Gates come from the report's
+evolved model, specialization from the trained one, compression from the specialized one; the
+quietstar and agents phases report their own control arms instead, their tasks being outside the
+headline suite). Gates come from the report's
 ``metrics/summary.json``; a gate belongs to the phase its name starts with. Everything is read
 from ``metrics/``; nothing is recomputed, so a missing phase is simply left out.
 """
@@ -30,8 +32,10 @@ def _phase_files(metrics_dir: Path, base: dict) -> dict[str, Path | None]:
     files = {"prepare": metrics_dir / "prepare.json", "ancestor": metrics_dir / "ancestor" / "metrics.json"}
     files |= {f"specialist@{name}": metrics_dir / "specialist" / name / "metrics.json" for name in specialists}
     files |= {"base": metrics_dir / "base.json", "evomerge": metrics_dir / "evomerge.json",
-              "train": metrics_dir / "train.json", "compress": metrics_dir / "compress.json",
-              "deploy": metrics_dir / "deploy.json", "report": metrics_dir / "summary.json"}
+              "quietstar": metrics_dir / "quietstar.json", "train": metrics_dir / "train.json",
+              "specialize": metrics_dir / "specialize.json", "agents": metrics_dir / "agents.json",
+              "compress": metrics_dir / "compress.json", "deploy": metrics_dir / "deploy.json",
+              "report": metrics_dir / "summary.json"}
     files |= {f"humaneval@{p.stem}": p for p in sorted((metrics_dir / "humaneval").glob("*.json"))}
     scored = {"ancestor", *(f"specialist@{m}" for m in models)} if base else set()
     return {name: path if path.is_file() else None for name, path in files.items() if path.is_file() or name in scored}
@@ -54,10 +58,23 @@ def _bought(name: str, m: dict, base: dict) -> dict[str, Any]:
         return {"test_mean": m.get("test_mean"), "input_test_mean": m.get("input_test_mean"), "compared_to": "evomerge",
                 "family_delta": {f: trained[f] - before[f] for f in trained if f in before},
                 "controllers": m.get("loop", {}).get("controllers", {})}
+    if name == "quietstar":
+        return {"test_mean": None, "task": m.get("task"), "enabled_by_default": m.get("enabled_by_default"),
+                "arms": {arm: r.get("mean") for arm, r in m.get("arms", {}).items()}}
+    if name == "specialize":
+        return {"test_mean": m.get("test_mean"), "input_test_mean": m.get("input_test_mean"), "compared_to": "train",
+                "test_mean_adapted": m.get("test_mean_adapted")}
+    if name == "agents":
+        adas = m.get("adas") or {}
+        return {"test_mean": None, "tools": m.get("tools"),
+                "memory": {k: (m.get("memory") or {}).get(k) for k in ("on", "off", "std")} if m.get("memory") else None,
+                "adas": {k: adas.get(k) for k in ("best_test", "best_hand_test", "best_calls_per_item",
+                                                  "hand_calls_per_item")} if adas else None}
     if name == "compress":
         keys = ("test_mean", "retention", "bits_per_param", "bytes", "fraction_fp32")
         return {"test_mean": m.get("final", {}).get("test_mean"), "input_test_mean": m.get("input_test_mean"),
-                "compared_to": "train", "stages": {s: {k: m[s].get(k) for k in keys} for s in ("stage1", "final") if s in m}}
+                "compared_to": "specialize" if "adapted" in m else "train",
+                "stages": {s: {k: m[s].get(k) for k in keys} for s in ("stage1", "final") if s in m}}
     if name.startswith("humaneval@"):
         return {"test_mean": None, "pass@1": m.get("pass@1")}
     return {"test_mean": None}
@@ -119,7 +136,8 @@ def _phase_of_change(path: str, key: str) -> tuple[str, str]:
     if phase == "report" and key.startswith("gates.") and key.endswith((".passed", ".measured")):
         gate, _, part = key[len("gates."):].rpartition(".")
         return gate.split(".", 1)[0], f"gate:{gate}:{part}"
-    test_mean_key = {"evomerge": "evolved_test_mean", "train": "test_mean", "compress": "final.test_mean"}.get(phase)
+    test_mean_key = {"evomerge": "evolved_test_mean", "train": "test_mean", "specialize": "test_mean",
+                     "compress": "final.test_mean"}.get(phase)
     return phase, "test_mean" if key == test_mean_key else key
 
 

@@ -131,3 +131,22 @@ def test_cli_compare_reads_dvc_metrics_diff(metrics, tmp_path):
     bad = subprocess.run([str(Path(sys.executable).parent / "forge"), "analyze", "--compare", "no-such-rev"],
                          cwd=repo, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "no-such-rev" in bad.stderr
+
+
+def test_the_new_phases_sit_in_dag_order_with_their_own_figures(metrics):
+    write(metrics / "quietstar.json", {"task": "long_add", "enabled_by_default": False, "wall_s": 140.0, "peak_rss_gib": 0.5,
+                                       "arms": {"sft": {"mean": 0.17}, "thoughts": {"mean": 0.25}}})
+    write(metrics / "specialize.json", {"test_mean": 0.58, "test_mean_adapted": 0.61, "input_test_mean": 0.58,
+                                        "wall_s": 170.0, "peak_rss_gib": 0.6})
+    write(metrics / "agents.json", {"tools": {"mcp": 0.9, "no_tool": 0.3}, "memory": {"on": 0.9, "off": 0.5, "std": 0.02},
+                                    "adas": {"best_test": 0.9, "best_hand_test": 0.7}, "wall_s": 240.0, "peak_rss_gib": 0.7})
+    compress = json.loads((metrics / "compress.json").read_text())
+    write(metrics / "compress.json", {**compress, "adapted": {"input_test_mean_adapted": 0.61}})
+    phases = analyze(metrics)["phases"]
+    assert list(phases) == ["prepare", "ancestor", "specialist@arith", "base", "evomerge", "quietstar", "train",
+                            "specialize", "agents", "compress", "report"]
+    assert phases["quietstar"]["arms"] == {"sft": 0.17, "thoughts": 0.25} and phases["quietstar"]["test_mean"] is None
+    assert (phases["specialize"]["test_mean"], phases["specialize"]["delta_test_mean"]) == (0.58, 0.0)
+    assert phases["specialize"]["test_mean_adapted"] == 0.61
+    assert phases["agents"]["adas"]["best_test"] == 0.9 and phases["agents"]["memory"]["off"] == 0.5
+    assert phases["compress"]["compared_to"] == "specialize"
