@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Iterator, Mapping
 
 
 class Runner:
@@ -109,14 +109,3 @@ def load_runner(path: str | os.PathLike) -> Runner:
     if SIDE_JSON in files:
         return SpecializedRunner(SpecializedModel.from_parts(model, tokenizer, files, where=where), where)
     return Runner(model, tokenizer, where)
-
-
-def answers(runner: Runner, prompts: Sequence[str], *, max_new_tokens: int) -> list[str]:
-    """Greedy answers of any runner, in order."""
-    if isinstance(runner, SpecializedRunner):
-        return runner.spec.answers(prompts, max_new_tokens=max_new_tokens)
-    if isinstance(runner, ThinkingRunner):
-        return runner.thinker.answers(prompts, max_new_tokens=max_new_tokens)
-    from forgelib.eval.generate import greedy_answers
-
-    return greedy_answers(runner.model, runner.tokenizer, prompts, max_new_tokens=max_new_tokens)

@@ -44,14 +44,10 @@ class _Plain:
 
 def load_generator(model_path: str | Path):
     """The specialized model at ``model_path`` (experts and dispatcher), or a plain one."""
-    from forgelib.compress.loader import load_model_any, side_files_any
-    from forgelib.specialize.model import SIDE_JSON, SpecializedModel
+    from forgelib.runners import load_runner
 
-    model, tokenizer = load_model_any(model_path)
-    files = side_files_any(model_path)
-    if SIDE_JSON in files:
-        return SpecializedModel.from_parts(model, tokenizer, files, where=str(model_path))
-    return _Plain(model, tokenizer)
+    runner = load_runner(model_path)
+    return runner.spec if runner.kind == "specialized" else _Plain(runner.model, runner.tokenizer)
 
 
 def make_backend(model_path: str | Path, tool_model_path: str | Path | None, client, *, memory=None,

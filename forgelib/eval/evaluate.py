@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -89,7 +89,8 @@ def forced_exact_match(model, tokenizer, rows: Sequence[dict], *, batch_size: in
     return score_rows(model, tokenizer, rows, batch_size=batch_size).correct.tolist()
 
 
-def _rows(splits, split: str, limit: int | None) -> list[dict]:
+def task_rows(splits, split: str, limit: int | None) -> list[dict]:
+    """The first ``limit`` rows (all when None) of one task's ``split``."""
     rows = splits[split]
     return list(rows.select(range(min(limit, len(rows))))) if limit is not None else list(rows)
 
@@ -103,34 +104,52 @@ def fast_mean_exact_match(model, tokenizer, tasks: Mapping, *, split: str = "val
     """Per-task and per-family exact match and the family mean, via ``forced_exact_match``."""
     per_task = {}
     for name, splits in tasks.items():
-        hits = forced_exact_match(model, tokenizer, _rows(splits, split, limit), batch_size=batch_size)
+        hits = forced_exact_match(model, tokenizer, task_rows(splits, split, limit), batch_size=batch_size)
         per_task[name] = {"exact_match": accuracy(hits), "n": len(hits)}
     families = family_scores({name: r["exact_match"] for name, r in per_task.items()}, _family_of(tasks))
     return {"tasks": per_task, "families": families, "mean": family_mean(families)}
 
 
-def evaluate_model(model, tokenizer, tasks: Mapping, *, split: str = "test", limit: int | None = None,
-                   batch_size: int = 256) -> dict:
-    """Exact match per task and family, their mean, and answer perplexity on ``split``."""
+def evaluate_answers(answer_fn: Callable[[list[str], int], list[str]], tasks: Mapping, *, split: str = "test",
+                     limit: int | None = None,
+                     nll_fn: Callable[[list[dict]], tuple[Sequence[float], Sequence[int]]] | None = None) -> dict:
+    """Exact match per task and family and their mean, for any way of answering.
+
+    ``answer_fn(prompts, max_new_tokens)`` answers one task's prompts (the budget is the task's
+    longest answer + 2); ``nll_fn(rows)``, when given, returns each row's summed answer NLL and
+    token count, and adds ``perplexity`` over every task. A plain model, a specialized model
+    that adapts per prompt and a thinking model are all scored here, the same way.
+    """
     exact_match = load_metric("exact_match")
-    perplexity = load_metric("token_perplexity")
     per_task: dict[str, dict] = {}
     all_nll: list[float] = []
     all_counts: list[int] = []
     for name, splits in tasks.items():
-        rows = _rows(splits, split, limit)
+        rows = task_rows(splits, split, limit)
         budget = max(len(r["answer"]) for r in rows) + 2
-        preds = greedy_answers(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=budget, batch_size=batch_size)
+        preds = answer_fn([r["prompt"] for r in rows], budget)
         score = exact_match.compute(predictions=preds, references=[r["answer"] for r in rows])
         per_task[name] = {"exact_match": float(score["exact_match"]), "n": int(score["n"])}
-        scores = score_rows(model, tokenizer, rows, batch_size=batch_size)
-        all_nll += scores.nll.tolist()
-        all_counts += scores.n_tokens.tolist()
+        if nll_fn is not None:
+            nll, counts = nll_fn(rows)
+            all_nll += list(nll)
+            all_counts += list(counts)
     families = family_scores({name: r["exact_match"] for name, r in per_task.items()}, _family_of(tasks))
-    ppl = perplexity.compute(nll=all_nll, n_tokens=all_counts)
-    return {
-        "tasks": per_task,
-        "families": families,
-        "mean": family_mean(families),
-        "perplexity": float(ppl["perplexity"]),
-    }
+    result = {"tasks": per_task, "families": families, "mean": family_mean(families)}
+    if nll_fn is not None:
+        result["perplexity"] = float(load_metric("token_perplexity").compute(nll=all_nll, n_tokens=all_counts)["perplexity"])
+    return result
+
+
+def evaluate_model(model, tokenizer, tasks: Mapping, *, split: str = "test", limit: int | None = None,
+                   batch_size: int = 256) -> dict:
+    """Exact match per task and family, their mean, and answer perplexity on ``split``."""
+
+    def answer(prompts: list[str], budget: int) -> list[str]:
+        return greedy_answers(model, tokenizer, prompts, max_new_tokens=budget, batch_size=batch_size)
+
+    def nll(rows: list[dict]) -> tuple[list[float], list[int]]:
+        scores = score_rows(model, tokenizer, rows, batch_size=batch_size)
+        return scores.nll.tolist(), scores.n_tokens.tolist()
+
+    return evaluate_answers(answer, tasks, split=split, limit=limit, nll_fn=nll)

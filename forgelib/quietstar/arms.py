@@ -24,9 +24,10 @@ from forgelib.data.batching import encode_rows
 from forgelib.data.config import PrepareConfig
 from forgelib.data.prepare import build_splits
 from forgelib.errors import ForgeError
+from forgelib.eval.evaluate import evaluate_answers
 from forgelib.models.hf import load_model
 from forgelib.quietstar.config import QuietStarConfig
-from forgelib.quietstar.decoding import decode_answers, evaluate_answers, greedy_continue, last_hidden, left_pad
+from forgelib.quietstar.decoding import decode_answers, greedy_continue, last_hidden, left_pad
 from forgelib.quietstar.model import ThinkingModel, add_special_token
 from forgelib.quietstar.train import encode_paused, train_thinking
 

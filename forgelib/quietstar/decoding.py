@@ -1,4 +1,4 @@
-"""Batched sequences for thinking and pausing models: padding, hidden states, greedy decoding, scoring.
+"""Batched sequences for thinking and pausing models: padding, hidden states, greedy decoding.
 
 Prompts are left-padded so that every row's answer starts at the same column, with position ids
 that start at 0 on each row's first real token (the models were trained on unpadded rows, so
@@ -9,14 +9,10 @@ steps; thought sampling, which runs at every training step, uses the model's key
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
-
-from forgelib.data.tasks import get_task
-from forgelib.eval.evaluate import load_metric
-from forgelib.eval.scoring import family_mean, family_scores
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -78,24 +74,3 @@ def decode_answers(tokenizer, tokens: Tensor) -> list[str]:
             row = row[: row.index(tokenizer.eos_token_id)]
         texts.append(tokenizer.decode(row, skip_special_tokens=True))
     return texts
-
-
-def evaluate_answers(answer_fn: Callable[[list[str], int], list[str]], tasks: Mapping, *, split: str = "test",
-                     limit: int | None = None) -> dict:
-    """Greedy exact match per task and family and their mean, as :func:`forgelib.eval.evaluate.evaluate_model`
-    scores them, for any ``answer_fn(prompts, max_new_tokens) -> answers``."""
-    exact_match = load_metric("exact_match")
-    per_task = {}
-    for name, splits in tasks.items():
-        rows = rows_of(splits, split, limit)
-        budget = max(len(r["answer"]) for r in rows) + 2
-        preds = answer_fn([r["prompt"] for r in rows], budget)
-        score = exact_match.compute(predictions=preds, references=[r["answer"] for r in rows])
-        per_task[name] = {"exact_match": float(score["exact_match"]), "n": int(score["n"])}
-    families = family_scores({n: r["exact_match"] for n, r in per_task.items()}, {n: get_task(n).family for n in tasks})
-    return {"tasks": per_task, "families": families, "mean": family_mean(families)}
-
-
-def rows_of(splits, split: str, limit: int | None) -> list[dict]:
-    rows = splits[split]
-    return list(rows.select(range(min(limit, len(rows))))) if limit is not None else list(rows)

@@ -36,12 +36,11 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from forgelib.errors import ForgeError
-from forgelib.eval.evaluate import load_metric
+from forgelib.eval.evaluate import evaluate_answers
 from forgelib.io import atomic_dir, read_json, write_json
 from forgelib.models.card import write_card
 from forgelib.models.hf import load_model
-from forgelib.quietstar.decoding import (decode_answers, evaluate_answers, greedy_continue, last_hidden, left_pad,
-                                         positions, right_pad, rows_of)
+from forgelib.quietstar.decoding import decode_answers, greedy_continue, last_hidden, left_pad, positions, right_pad
 from forgelib.quietstar.objective import mix_logits, token_nll
 
 START, END = "<|startthought|>", "<|endthought|>"
@@ -247,14 +246,9 @@ class ThinkingModel:
     def evaluate(self, tasks: Mapping, split: str = "test", *, limit: int | None = None, batch_size: int = 256) -> dict:
         """:func:`forgelib.eval.evaluate.evaluate_model`'s result, thinking: exact match of the
         thinking answers and the perplexity of the mixed prediction after the greedy thought."""
-        result = evaluate_answers(lambda prompts, budget: self.answers(prompts, max_new_tokens=budget, batch_size=batch_size),
-                                  tasks, split=split, limit=limit)
-        nll, counts = [], []
-        for splits in tasks.values():
-            row_nll, row_counts = self.answer_nll(rows_of(splits, split, limit), batch_size=batch_size)
-            nll, counts = nll + row_nll, counts + row_counts
-        result["perplexity"] = float(load_metric("token_perplexity").compute(nll=nll, n_tokens=counts)["perplexity"])
-        return result
+        return evaluate_answers(lambda prompts, budget: self.answers(prompts, max_new_tokens=budget, batch_size=batch_size),
+                                tasks, split=split, limit=limit,
+                                nll_fn=lambda rows: self.answer_nll(rows, batch_size=batch_size))
 
     # -- disk --------------------------------------------------------------------------------
 

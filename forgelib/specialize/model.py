@@ -28,9 +28,8 @@ import torch
 
 from forgelib.data.tasks import get_task
 from forgelib.errors import ForgeError
-from forgelib.eval.evaluate import load_metric, score_rows
+from forgelib.eval.evaluate import evaluate_answers, score_rows
 from forgelib.eval.generate import greedy_answers
-from forgelib.eval.scoring import family_mean, family_scores
 from forgelib.specialize.dispatch import classify
 from forgelib.specialize.svf import Expert, compute_svd, svf_applied
 
@@ -140,20 +139,24 @@ class SpecializedModel:
         return classify(self.model, self.tokenizer, self.svd, self.dispatcher, self.max_mult, prompts,
                         self.meta["labels"], batch_size=batch_size)
 
-    def _adapted_groups(self, prompts: Sequence[str], batch_size: int) -> Iterator[tuple[str, list[int]]]:
-        """``(family, indices)`` for each group of prompts dispatched to one family; while a group is
-        being handled, the model carries that family's adapted weights."""
+    def _adapted_groups(self, routes: Sequence[str]) -> Iterator[tuple[str, list[int]]]:
+        """``(family, indices)`` for each group of prompts dispatched (``routes``) to one family;
+        while a group is being handled, the model carries that family's adapted weights."""
         groups: dict[str, list[int]] = {}
-        for i, family in enumerate(self.dispatch(prompts, batch_size=batch_size)):
+        for i, family in enumerate(routes):
             groups.setdefault(family, []).append(i)
         for family, idx in groups.items():
             with svf_applied(self.model, self.svd, self.experts[family], self.max_mult):
                 yield family, idx
 
-    def answers(self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 256) -> list[str]:
-        """Greedy answers, each prompt adapted by the expert its dispatch chose."""
+    def answers(self, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 256,
+                routes: Sequence[str] | None = None) -> list[str]:
+        """Greedy answers, each prompt adapted by the expert its dispatch chose (``routes``, when
+        the caller has dispatched the prompts already)."""
+        if routes is None:
+            routes = self.dispatch(prompts, batch_size=batch_size)
         out: list[str] = [""] * len(prompts)
-        for _, idx in self._adapted_groups(prompts, batch_size):
+        for _, idx in self._adapted_groups(routes):
             preds = greedy_answers(self.model, self.tokenizer, [prompts[i] for i in idx],
                                    max_new_tokens=max_new_tokens, batch_size=batch_size)
             for i, pred in zip(idx, preds):
@@ -162,27 +165,23 @@ class SpecializedModel:
 
     def evaluate(self, tasks: Mapping, *, split: str = "test", limit: int | None = None, batch_size: int = 256) -> dict:
         """:func:`forgelib.eval.evaluate.evaluate_model`'s result, adapted per prompt, plus
-        ``dispatch_accuracy`` (the share of rows routed to their own family's expert)."""
-        exact_match, perplexity = load_metric("exact_match"), load_metric("token_perplexity")
-        per_task, nll, counts, routed = {}, [], [], []
-        for name, splits in tasks.items():
-            rows = list(splits[split])[:limit]
-            budget = max(len(r["answer"]) for r in rows) + 2
-            preds: list[str] = [""] * len(rows)
-            for family, idx in self._adapted_groups([r["prompt"] for r in rows], batch_size):
-                group = [rows[i] for i in idx]
-                answers = greedy_answers(self.model, self.tokenizer, [r["prompt"] for r in group],
-                                         max_new_tokens=budget, batch_size=batch_size)
-                for i, pred in zip(idx, answers):
-                    preds[i] = pred
-                scores = score_rows(self.model, self.tokenizer, group, batch_size=batch_size)
-                nll += scores.nll.tolist()
+        ``dispatch_accuracy`` (the share of rows routed to their own family's expert). Each task's
+        prompts are dispatched once: the answers and the answer NLL use the same routes."""
+        routes: list[list[str]] = []  # per task, in order: evaluate_answers calls nll right after answer
+
+        def answer(prompts: list[str], budget: int) -> list[str]:
+            routes.append(self.dispatch(prompts, batch_size=batch_size))
+            return self.answers(prompts, max_new_tokens=budget, batch_size=batch_size, routes=routes[-1])
+
+        def nll(rows: list[dict]) -> tuple[list[float], list[int]]:
+            nll_sums, counts = [], []
+            for _, idx in self._adapted_groups(routes[-1]):
+                scores = score_rows(self.model, self.tokenizer, [rows[i] for i in idx], batch_size=batch_size)
+                nll_sums += scores.nll.tolist()
                 counts += scores.n_tokens.tolist()
-                routed += [family == get_task(name).family] * len(idx)
-            score = exact_match.compute(predictions=preds, references=[r["answer"] for r in rows])
-            per_task[name] = {"exact_match": float(score["exact_match"]), "n": int(score["n"])}
-        families = family_scores({n: r["exact_match"] for n, r in per_task.items()},
-                                 {n: get_task(n).family for n in tasks})
-        return {"tasks": per_task, "families": families, "mean": family_mean(families),
-                "perplexity": float(perplexity.compute(nll=nll, n_tokens=counts)["perplexity"]),
-                "dispatch_accuracy": sum(routed) / len(routed) if routed else None}
+            return nll_sums, counts
+
+        result = evaluate_answers(answer, tasks, split=split, limit=limit, nll_fn=nll)
+        routed = [family == get_task(name).family for name, task_routes in zip(tasks, routes) for family in task_routes]
+        result["dispatch_accuracy"] = sum(routed) / len(routed) if routed else None
+        return result
