@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from forgelib.compress.codecs.registry import config_to_dict, get_codec
+from forgelib.compress.codecs.registry import config_to_dict, decode_entry, get_codec
 from forgelib.compress.config import KEEP, CodecSpec
 from forgelib.compress.container import Entry
 
@@ -56,7 +56,7 @@ def encode_tensor(tensor: torch.Tensor, group: str, spec: CodecSpec, *,
                    else codec.encode(tensor, spec.settings))
         entry = Entry(spec.codec, config_to_dict(spec.settings), payload)
     seconds = time.perf_counter() - start
-    decoded = get_codec(entry.codec).decode(entry.payload).float()
+    decoded = decode_entry(entry).float()
     ref = reference.detach().float()
     return Encoded(entry, group, tensor.numel(), float(ref.pow(2).sum()), float((ref - decoded).pow(2).sum()), seconds)
 

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
-from forgelib.compress.codecs.registry import get_codec
+from forgelib.compress.codecs.registry import decode_entry
 from forgelib.compress.container import Container, read_container
 from forgelib.errors import ForgeError
 from forgelib.io import atomic_dir
@@ -49,9 +49,9 @@ def model_dir_side_files(model_dir: str | os.PathLike) -> tuple[dict, dict[str, 
 
 
 def decoded_tensors(container: Container) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(weight name, decoded tensor)`` one at a time, in the stored dtype and shape."""
+    """Yield ``(weight name, decoded tensor)`` one at a time (see :func:`decode_entry`)."""
     for name, entry in container.entries.items():
-        yield name, get_codec(entry.codec).decode(entry.payload)
+        yield name, decode_entry(entry)
 
 
 def build_empty_model(model_config: dict) -> PreTrainedModel:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from transformers import PreTrainedModel
 
-from forgelib.compress.codecs.registry import get_codec
+from forgelib.compress.codecs.registry import decode_entry, get_codec
 from forgelib.compress.config import CompressConfig, StageConfig
 from forgelib.compress.container import CONTAINER_NAME, Container, serialized_size, write_container
 from forgelib.compress.encode import Encoded, summarize
@@ -182,7 +182,7 @@ def _perplexity_score(search_evaluate: Evaluate | None, model_config: dict
 
 def _decoded_model(model_config: dict, encoded: dict[str, Encoded]) -> PreTrainedModel:
     model = build_empty_model(model_config)
-    load_into(model, ((n, get_codec(e.entry.codec).decode(e.entry.payload)) for n, e in encoded.items()))
+    load_into(model, ((n, decode_entry(e.entry)) for n, e in encoded.items()))
     return model
 
 

@@ -172,7 +172,11 @@ def test_container_is_decoded_then_written(container_dir, tiny_data, tmp_path):
     assert report["bytes"] == (tmp_path / "c.gguf").stat().st_size > report["source"]["bytes"]
     assert field(GGUFReader(tmp_path / "c.gguf"), "general.name") == "final"
     print("container -> f16 gguf", report["check"])
-    assert report["check"]["top1_agreement"] == 1.0 and report["check"]["max_abs_logit_diff"] <= 1e-2
+    # decoded weights are materialised at fp16 precision, so an F16 export of a container is lossless
+    assert report["check"]["top1_agreement"] == 1.0 and report["check"]["max_abs_logit_diff"] < 1e-5
+    decoded, _ = load_model_any(container_dir)
+    for name, weight in decoded.state_dict().items():
+        assert torch.equal(weight, weight.half().float()), name
 
 
 def test_cli_prints_each_tensor_type_and_a_json_report(tiny_trained, tiny_data, tmp_path):
