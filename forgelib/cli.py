@@ -646,32 +646,44 @@ def serve(
     model_name: str = typer.Option(None, "--model-name", help="The id clients send as `model` (default: the path as given)."),
     max_pending: int = typer.Option(32, "--max-pending", min=1,
                                     help="Requests admitted at once (running + queued); one more gets HTTP 429."),
+    engine: str = typer.Option("torch", "--engine",
+                               help="Forward pass: torch (transformers, default) or llama-cpp (llama.cpp on the model "
+                                    "exported as GGUF at start-up; needs `pip install llama-cpp-python`)."),
+    gguf_type: str = typer.Option("f16", "--gguf-type",
+                                  help="With --engine llama-cpp: the GGUF tensor type (f16, f32, q8_0, q4_0, tq1_0, tq2_0)."),
 ):
     """Serve a model over an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions
     (stream: true for server-sent events), /v1/models and /health. Requests run one at a time;
-    logs go to stderr. A specialized model adapts per request (its dispatcher picks the SVF expert)."""
+    logs go to stderr. A specialized model adapts per request (its dispatcher picks the SVF expert;
+    --engine torch only)."""
     from forgelib.runners import load_runner
     from forgelib.serve import ModelServer, make_server
+    from forgelib.serve_engines import check_engine, engine_for
 
+    _run(check_engine, engine, gguf_type)
     runner = _run(load_runner, model_path)
     if runner.kind == "thinking":
         typer.echo("note: a thinking model is served without its thoughts (plain weights, no mixing head); "
                    "`forge test --show-thoughts` runs it with them", err=True)
     server = ModelServer(runner.model, runner.tokenizer, model_id=model_name or str(model_path), max_pending=max_pending,
-                         adapt=runner.adapt if runner.kind == "specialized" else None)
+                         adapt=runner.adapt if runner.kind == "specialized" else None,
+                         engine=_run(engine_for, runner, engine, gguf_type=gguf_type))
     try:
         httpd = make_server(server, host, port)
     except OSError as exc:
+        server.close()
         typer.echo(f"error: cannot bind {host}:{port}: {exc.strerror}; pick another --port", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     bound_host, bound_port = httpd.server_address[:2]
-    typer.echo(f"serving {server.model_id!r} at http://{bound_host}:{bound_port}/v1 (Ctrl-C stops)", err=True)
+    typer.echo(f"serving {server.model_id!r} at http://{bound_host}:{bound_port}/v1 with {server.engine.describe()} "
+               "(Ctrl-C stops)", err=True)
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         httpd.server_close()
+        server.close()
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -19,6 +19,21 @@ text), at ``max_tokens`` or at the model's context length (``finish_reason`` ``"
 token, as transformers' ``min_new_tokens`` does, so exactly ``max_tokens`` tokens are decoded
 (for benchmarks).
 
+Engines (``forge serve --engine``): the server logic (validation, tokenization, the chat template,
+sampling, stop strings, streaming, finish reasons, admission) is one code path; only the
+forward pass, "feed new token ids, return the next token's logits, keep a cache", is pluggable:
+
+- ``torch`` (default): transformers with its KV cache (:class:`forgelib.serve_engines.TorchEngine`); the only engine
+  that runs a specialized model's per-prompt adaptation;
+- ``llama-cpp``: llama.cpp through ``llama-cpp-python`` (:class:`forgelib.serve_engines.LlamaCppEngine`), optional (not
+  part of ``make venv``). At start-up the served model is written by Forge's own GGUF exporter
+  (:func:`forgelib.export.gguf.write_gguf`, ``--gguf-type``, F16 by default) and read by llama.cpp;
+  the file is deleted as soon as llama.cpp has read it (``use_mmap=False``), so a killed server
+  leaves nothing behind. llama.cpp only sees token ids: its vocabulary is switched off
+  (``tokenizer.ggml.model`` overridden to ``none``), because the prompt is tokenized by the model's
+  own tokenizer, and llama.cpp refuses the embedded default's character-level GGUF vocabulary
+  (no merges; see :mod:`forgelib.export.gguf_vocab`).
+
 Concurrency: the HTTP layer is a thread per connection (:class:`ThreadingHTTPServer`); the model
 runs one request at a time under a lock, the others wait in line. At most ``max_pending``
 requests may be admitted (running or waiting); one more is answered ``429`` with an OpenAI-style
@@ -41,6 +56,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 import torch
+
+from forgelib.errors import ForgeError
+from forgelib.serve_engines import TorchEngine
 
 MAX_TOKENS_LIMIT = 4096
 
@@ -81,7 +99,8 @@ class Piece:
 
 @dataclass
 class ModelServer:
-    """The model, its tokenizer and the admission control shared by the handler threads."""
+    """The model, its tokenizer, the engine that runs its forward pass and the admission control
+    shared by the handler threads."""
 
     model: Any
     tokenizer: Any
@@ -90,15 +109,23 @@ class ModelServer:
     created: int = field(default_factory=lambda: int(time.time()))
     adapt: Any = None
     """Optional ``prompt text -> context manager`` held while one request decodes: a specialized
-    model applies the SVF expert its dispatcher picks for that prompt (:mod:`forgelib.runners`)."""
+    model applies the SVF expert its dispatcher picks for that prompt (:mod:`forgelib.runners`);
+    it changes the torch weights, so it needs the torch engine."""
+    engine: Any = None
+    """The forward pass: :class:`TorchEngine` over ``model`` when None, or :class:`LlamaCppEngine`."""
 
     def __post_init__(self):
-        self.model.eval()
+        if self.engine is None:
+            self.engine = TorchEngine(self.model)
+        if self.adapt is not None and not isinstance(self.engine, TorchEngine):
+            raise ForgeError(f"--engine {self.engine.name}: a model that adapts per prompt needs --engine torch")
         self.lock = threading.Lock()  # one generation at a time
         self._pending = 0
         self._pending_lock = threading.Lock()
-        config = getattr(self.model, "config", None)
-        self.context_length = int(getattr(config, "max_position_embeddings", 0) or 2048)
+        self.context_length = self.engine.context_length
+
+    def close(self) -> None:
+        self.engine.close()
 
     # -- admission ---------------------------------------------------------------------------
     def admit(self) -> None:
@@ -188,13 +215,11 @@ class ModelServer:
         generator = torch.Generator().manual_seed(opts.seed)
         eos = self.tokenizer.eos_token_id
         budget = min(opts.max_tokens, self.context_length - len(opts.prompt_ids))
-        ids = torch.tensor([opts.prompt_ids])
-        past, out, emitted, final = None, [], "", None
+        self.engine.reset()
+        ids, out, emitted, final = opts.prompt_ids, [], "", None
         finish = "length"
         for _ in range(budget):
-            result = self.model(input_ids=ids, cache=past, use_cache=True)
-            past = result.cache
-            logits = result.logits[0, -1].float()
+            logits = self.engine.feed(ids)
             if opts.ignore_eos and eos is not None:
                 logits[eos] = -math.inf
             if opts.temperature > 0:
@@ -206,7 +231,7 @@ class ModelServer:
                 finish = "stop"
                 break
             out.append(token)
-            ids = torch.tensor([[token]])
+            ids = [token]
             text = self.tokenizer.decode(out, skip_special_tokens=True)
             hits = [text.find(s) for s in opts.stop if s in text]
             if hits:

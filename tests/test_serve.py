@@ -1,6 +1,8 @@
 """`forge serve` driven by the official `openai` client: answers equal Forge's own greedy decoding,
 streaming equals non-streaming, bad requests get OpenAI-style 4xx bodies, a full queue answers
-429 and 16 concurrent clients each get their own answer."""
+429 and 16 concurrent clients each get their own answer. The llama-cpp engine (when
+llama-cpp-python is installed) answers with the torch engine's greedy text; `--engine` errors
+need no llama_cpp."""
 
 import json
 import re
@@ -14,7 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
+import torch
+from typer.testing import CliRunner
 
+from forgelib.cli import app
 from forgelib.data.tasks import load_tasks
 from forgelib.eval.generate import greedy_answers
 from forgelib.models.hf import load_model
@@ -185,3 +190,128 @@ def test_ignore_eos_decodes_exactly_max_tokens(served):
         {"model": MODEL_ID, "prompt": prompts[0], "max_tokens": 9, "temperature": 0, "ignore_eos": True}).encode())
     assert code == 200 and answer["usage"]["completion_tokens"] == 9
     assert answer["choices"][0]["finish_reason"] == "length"
+
+
+# -- engines -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def served_llama_cpp(served, tiny_trained):
+    """The tiny model served by the llama-cpp engine (F32 GGUF) next to the torch engine's server."""
+    pytest.importorskip("llama_cpp")
+    from forgelib.serve_engines import LlamaCppEngine
+
+    model, tokenizer = load_model(tiny_trained[0])
+    server = ModelServer(model, tokenizer, model_id=MODEL_ID, engine=LlamaCppEngine(model, tokenizer, gguf_type="f32"))
+    httpd = make_server(server, "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield server, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    server.close()
+
+
+def test_llama_cpp_engine_logits_match_torch_and_greedy_text_equals_the_torch_engine(served, served_llama_cpp):
+    torch_server, torch_url, prompts = served
+    llama_server, llama_url = served_llama_cpp
+    assert llama_server.engine.n_vocab == len(llama_server.tokenizer)
+    for prompt in prompts[:4]:  # the same next-token logits up to float rounding (F32 weights)
+        ids = torch_server.tokenizer(prompt)["input_ids"]
+        torch_server.engine.reset()
+        llama_server.engine.reset()
+        want, got = torch_server.engine.feed(ids), llama_server.engine.feed(ids)
+        assert got.shape == want.shape and float((got - want).abs().max()) < 0.05
+    for prompt in prompts[:12]:
+        want = client(torch_url).completions.create(model=MODEL_ID, prompt=prompt, max_tokens=12, temperature=0)
+        got = client(llama_url).completions.create(model=MODEL_ID, prompt=prompt, max_tokens=12, temperature=0)
+        assert got.choices[0].text == want.choices[0].text
+        assert got.choices[0].finish_reason == want.choices[0].finish_reason
+        assert got.usage.completion_tokens == want.usage.completion_tokens
+
+
+def test_llama_cpp_engine_streams_stops_and_decodes_exactly_max_tokens(served, served_llama_cpp):
+    torch_server, _, prompts = served
+    _, url = served_llama_cpp
+    api = client(url)
+    for prompt in prompts[:3]:
+        want = greedy(torch_server, prompt, 12)
+        chunks = list(api.completions.create(model=MODEL_ID, prompt=prompt, max_tokens=12, temperature=0, stream=True))
+        assert "".join(c.choices[0].text for c in chunks) == want and chunks[-1].choices[0].finish_reason
+        deltas = list(api.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": prompt}],
+                                                  max_tokens=12, temperature=0, stream=True))
+        assert "".join(d.choices[0].delta.content or "" for d in deltas) == want
+    prompt = next(p for p in prompts if len(greedy(torch_server, p, 12)) >= 3)
+    want = greedy(torch_server, prompt, 12)
+    got = api.completions.create(model=MODEL_ID, prompt=prompt, max_tokens=12, temperature=0, stop=[want[2]])
+    assert got.choices[0].text == want[: want.index(want[2])] and got.choices[0].finish_reason == "stop"
+    code, answer = raw(url, "/v1/completions", json.dumps(
+        {"model": MODEL_ID, "prompt": prompts[0], "max_tokens": 9, "temperature": 0, "ignore_eos": True}).encode())
+    assert code == 200 and answer["usage"]["completion_tokens"] == 9
+    seeded = [api.completions.create(model=MODEL_ID, prompt=prompts[0], max_tokens=10, temperature=1.5, seed=7)
+              .choices[0].text for _ in range(2)]
+    assert seeded[0] == seeded[1]
+
+
+@pytest.fixture(scope="module")
+def specialized_dir(tiny_trained, tmp_path_factory):
+    """The tiny model with one random SVF expert: a model that adapts per prompt."""
+    from forgelib.models.hf import save_model
+    from forgelib.specialize import svf
+    from forgelib.specialize.model import encode_side_files
+
+    model, tokenizer = load_model(tiny_trained[0])
+    factors = svf.compute_svd(model)
+    experts = {"string": {n: torch.ones(f.s.shape) for n, f in factors.items()}}
+    dispatcher = {n: torch.zeros(f.s.shape) for n, f in factors.items()}
+    side = encode_side_files({"families": ["string"], "labels": {"string": "s"}, "max_mult": 2.0,
+                              "weights": list(factors)}, experts, dispatcher)
+    out = tmp_path_factory.mktemp("specialized") / "model"
+    save_model(model, tokenizer, out, {"name": "tiny specialized"})
+    for name, data in side.items():
+        (out / name).write_bytes(data)
+    return out
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--engine", "vllm"], ["--engine", "torch, llama-cpp"]),
+    (["--engine", "llama-cpp", "--gguf-type", "q5_k"], ["--gguf-type", "q8_0"]),
+    (["--gguf-type", "int3"], ["--gguf-type", "f16"]),
+])
+def test_cli_rejects_an_unknown_engine_or_gguf_type(tiny_trained, args, names):
+    result = CliRunner().invoke(app, ["serve", str(tiny_trained[0]), "--port", "0", *args])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ")
+    assert all(name in result.stderr for name in names), result.stderr
+
+
+def test_cli_llama_cpp_refuses_a_specialized_model_and_names_the_way_out(specialized_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # refused before llama_cpp is needed
+    result = CliRunner().invoke(app, ["serve", str(specialized_dir), "--port", "0", "--engine", "llama-cpp"])
+    assert result.exit_code == 2
+    assert "specialized" in result.stderr and "--engine torch" in result.stderr, result.stderr
+
+
+def test_cli_llama_cpp_without_the_package_says_how_to_install_it(tiny_trained, monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp raises ImportError
+    result = CliRunner().invoke(app, ["serve", str(tiny_trained[0]), "--port", "0", "--engine", "llama-cpp"])
+    assert result.exit_code == 2
+    assert "pip install llama-cpp-python" in result.stderr and "--engine torch" in result.stderr, result.stderr
+
+
+def test_cli_serves_with_the_llama_cpp_engine_and_says_so(tiny_trained):
+    pytest.importorskip("llama_cpp")
+    model_dir, _ = tiny_trained
+    proc = subprocess.Popen([sys.executable, "-m", "forgelib.cli", "serve", str(model_dir), "--port", "0",
+                             "--model-name", "m", "--engine", "llama-cpp", "--gguf-type", "q8_0"],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        found = None
+        while found is None:
+            line = proc.stderr.readline()
+            assert line, "forge serve exited before serving"
+            found = re.search(r"serving 'm' at http://127.0.0.1:(\d+)/v1 with engine llama-cpp \(GGUF q8_0", line)
+        url = f"http://127.0.0.1:{found.group(1)}"
+        code, answer = raw(url, "/v1/completions", json.dumps(
+            {"model": "m", "prompt": "abc", "max_tokens": 5, "temperature": 0, "ignore_eos": True}).encode())
+        assert code == 200 and answer["usage"]["completion_tokens"] == 5
+    finally:
+        proc.terminate()
+        proc.wait(30)
