@@ -1,7 +1,8 @@
 """Stage `compress`: stage 1 (BitNet 1.58 + SeedLM), then stage 2 (VPTQ + HyperFn).
 
-Reads params `compress`; compresses `models/specialized/` (SVF experts carried in fp16) into `models/compressed/{stage1,final}/`
-(one safetensors container each, with codec metadata); writes `metrics/compress.json`: real
+Reads params `compress`; compresses `models/specialized/` into `models/compressed/{stage1,final}/`
+(one safetensors container each, with codec metadata; the SVF experts are refit on each container's
+decoded weights and shipped only if they beat the plain model on validation); writes `metrics/compress.json`: real
 container bytes, bits per parameter, fractions of fp32/bf16, test exact match, retention,
 perplexity, per-codec SNR, encode/decode times.
 """

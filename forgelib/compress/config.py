@@ -1,4 +1,4 @@
-"""``compress:`` params: a codec per tensor group, per stage, plus the heal and calibration.
+"""``compress:`` params: a codec per tensor group, per stage, plus the heal, calibration and refit.
 
 A group's codec is a :class:`CodecSpec`: a codec of the registry (or ``keep``) and that codec's
 own validated config dataclass. In YAML it is one flat mapping ``{codec: NAME, SETTING: VALUE,
@@ -190,6 +190,41 @@ class HealConfig:
 
 
 @dataclass(frozen=True)
+class RefitConfig:
+    """Refit of a specialized input's SVF experts on each container's decoded weights.
+
+    Defaults are the specialize stage's (``specialize.svf`` and ``specialize.svf.dispatch``):
+    the same loop and rows, started from the carried z vectors instead of z = 0. The batches'
+    order is drawn from ``compress.seed``."""
+
+    enabled: bool = doc(
+        "Refit the carried experts and dispatcher on each container's decoded weights, then ship them only "
+        "if the adapted model beats the plain one on validation (off: the experts are carried unchanged).",
+        default=True)
+    steps: int = doc("Optimizer steps per family expert (specialize.svf.steps).", default=150)
+    lr: float = doc("Peak AdamW learning rate of the family experts' z (specialize.svf.lr).", default=0.03)
+    batch_size: int = doc("Train rows per step, experts and dispatcher (specialize.svf.batch_size).", default=64)
+    warmup_steps: int = doc("Linear warmup steps, then cosine decay (specialize.svf.warmup_steps).", default=10)
+    grad_clip: float = doc("Gradient-norm clip (specialize.svf.grad_clip).", default=1.0)
+    dispatch_steps: int = doc("Optimizer steps of the dispatcher (specialize.svf.dispatch.steps).", default=100)
+    dispatch_lr: float = doc("Peak learning rate of the dispatcher's z (specialize.svf.dispatch.lr).", default=1.0)
+    dispatch_rows_per_family: int = doc(
+        "Train rows per family in the dispatcher's data (specialize.svf.dispatch.rows_per_family).", default=512)
+
+    def __post_init__(self) -> None:
+        check(self.steps >= 1, "steps", "an integer >= 1", self.steps)
+        check(self.lr > 0, "lr", "a number > 0", self.lr)
+        check(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
+        check(0 <= self.warmup_steps <= self.steps, "warmup_steps", f"an integer in [0, steps={self.steps}]",
+              self.warmup_steps)
+        check(self.grad_clip > 0, "grad_clip", "a number > 0", self.grad_clip)
+        check(self.dispatch_steps >= 1, "dispatch_steps", "an integer >= 1", self.dispatch_steps)
+        check(self.dispatch_lr > 0, "dispatch_lr", "a number > 0", self.dispatch_lr)
+        check(self.dispatch_rows_per_family >= 1, "dispatch_rows_per_family", "an integer >= 1",
+              self.dispatch_rows_per_family)
+
+
+@dataclass(frozen=True)
 class CompressConfig:
     """The ``compress`` section: two stages of codec assignments, healing, calibration."""
 
@@ -205,6 +240,8 @@ class CompressConfig:
                                    default=8)
     batch_size: int = doc("Train-split rows per heal step and per calibration batch.", default=64)
     seed: int = doc("Seeds the heal (torch RNG); codecs carry their own seeds.", default=0)
+    refit: RefitConfig = doc("Refit of a specialized input's SVF experts on the decoded weights.",
+                             default_factory=RefitConfig)
 
     def __post_init__(self) -> None:
         check(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)

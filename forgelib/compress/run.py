@@ -5,9 +5,24 @@ container; the ``--target-size`` search scores candidates on the validation spli
 test split never steers a choice. Healing and VPTQ calibration draw batches from the train
 split.
 
-A specialized input (SVF experts beside its weights) keeps its experts: the containers carry
-them (fp16 z vectors), and ``adapted`` reports the test mean with dispatch of the input and of
-each container, whose decoded weights get their own SVD at load (``adapted_retention``).
+A specialized input (SVF experts and a dispatcher beside its weights) hands its experts to the
+containers, which carry them as side files. With ``compress.refit.enabled`` (the default), once
+the containers are written, each one's experts are **refit on its decoded weights**
+(:mod:`forgelib.compress.refit`): the SVD of the decoded weights, then every family's expert and
+the dispatcher trained again from the carried z vectors, as the specialize stage trains them, on
+train rows. The adapted model (refit experts) and the plain decoded model are then scored on the
+validation split: the refit experts ship if the adapted model beats the plain one there, and the
+container is otherwise rewritten without the experts (smaller, and served plain). This deviates
+from Transformer², which trains its experts once on the base weights: compression changes the
+singular vectors the z vectors rescale, and the carried experts lost to the plain decoded model
+on the embedded default. ``stats[stage]``'s sizes are those of the rewritten file.
+
+``adapted`` reports the input's adapted test mean and, per container, the decision, the
+validation figures (plain, carried experts, refit experts), the refit's seconds, the test mean
+of the adapted container when the experts ship (``test_mean_adapted``), and
+``adapted_retention``: the test mean of what the container serves (adapted when the experts
+ship, plain otherwise) over the input's adapted test mean. With the refit off the experts are
+carried unchanged and scored on test, as before.
 """
 
 from __future__ import annotations
@@ -46,18 +61,23 @@ def run_compress(cfg: CompressConfig, *, data_dir: str | Path, input_dir: str | 
         heal_batches=batches(seed=cfg.seed) if cfg.heal.steps else None,
         calibration_batches=calibration() if cfg.calibration_batches else None,
     )
-    adapted = adapted_scores(input_dir, out_dir, tasks, eval_limit)
+    adapted = adapted_scores(cfg, input_dir, out_dir, tasks, stats, eval_limit)
     if adapted is not None:
         stats["adapted"] = adapted
+        write_json(Path(out_dir) / "stats.json", stats)  # the containers' sizes may have changed
     if metrics_path:
         write_json(metrics_path, stats)
     return stats
 
 
-def adapted_scores(input_dir: str | Path, out_dir: str | Path, tasks, eval_limit: int | None) -> dict | None:
-    """Test mean with per-prompt SVF adaptation of the input and of each container (None when the
-    input has no experts), and the retention of that figure."""
+def adapted_scores(cfg: CompressConfig, input_dir: str | Path, out_dir: str | Path, tasks, stats: dict,
+                   eval_limit: int | None) -> dict | None:
+    """The ``adapted`` block (None when the input has no experts). With the refit on, each
+    container is refit, decided on validation and rewritten, and ``stats[stage]``'s size
+    figures are updated to the rewritten file."""
+    from forgelib.compress.container import CONTAINER_NAME, read_container
     from forgelib.compress.loader import load_model_any, side_files_any
+    from forgelib.compress.refit import refit_container, replace_side_files, resized
     from forgelib.specialize.model import SIDE_JSON, SpecializedModel, is_specialized
 
     if not is_specialized(input_dir):
@@ -66,13 +86,22 @@ def adapted_scores(input_dir: str | Path, out_dir: str | Path, tasks, eval_limit
     out = {"input_test_mean_adapted": source}
     for name in ("stage1", "final"):
         path = Path(out_dir) / name
-        if not path.exists():
+        if name not in stats or SIDE_JSON not in side_files_any(path):
             continue
-        files = side_files_any(path)
-        if SIDE_JSON not in files:
-            continue
-        model, tokenizer = load_model_any(path)
-        score = SpecializedModel.from_parts(model, tokenizer, files, where=str(path)).evaluate(
-            tasks, split="test", limit=eval_limit)["mean"]
-        out[name] = {"test_mean_adapted": score, "adapted_retention": score / source if source else None}
+        if cfg.refit.enabled and name == "final" and stats["stages"] == 1:
+            # final is a copy of stage 1: the same decision, the same side files
+            stage1 = read_container(Path(out_dir) / "stage1" / CONTAINER_NAME)
+            size = replace_side_files(path, stage1.files, info={"svf_experts": out["stage1"]["experts"]})
+            stats[name].update(resized(stats[name], size))
+            report = dict(out["stage1"])
+        elif cfg.refit.enabled:
+            report = refit_container(path, tasks, cfg.refit, seed=cfg.seed, eval_limit=eval_limit)
+            stats[name].update(resized(stats[name], report["bytes"]))
+        else:
+            carried = SpecializedModel.from_parts(*load_model_any(path), side_files_any(path), where=str(path))
+            report = {"experts": "carried",
+                      "test_mean_adapted": carried.evaluate(tasks, split="test", limit=eval_limit)["mean"]}
+        served = report.get("test_mean_adapted", stats[name]["test_mean"])
+        report["adapted_retention"] = served / source if source and served is not None else None
+        out[name] = report
     return out
