@@ -143,6 +143,14 @@ def compress_gates(m: dict, g: GatesConfig) -> list[Gate]:
     if c.final_smaller_than_stage1:
         gates.append(("compress.final_smaller_than_stage1", final["bytes"] < stage1["bytes"],
                       f"{final['bytes']} B < stage 1 {stage1['bytes']} B"))
+    if c.min_final_adapted_retention is not None:
+        adapted = (m.get("adapted") or {}).get("final")
+        if adapted is None:
+            gates.append(("compress.final_adapted_retention", False,
+                          f"no adapted figure (the input has no SVF experts) >= {c.min_final_adapted_retention}"))
+        else:
+            gates.append(_retention_gate("compress.final_adapted_retention", adapted.get("adapted_retention"),
+                                         c.min_final_adapted_retention))
     return gates
 
 

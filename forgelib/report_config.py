@@ -144,10 +144,16 @@ class CompressGates:
     max_final_fraction_fp32: float = doc("Final container bytes / fp32 bytes must not exceed this.", default=0.10)
     min_final_retention: float = doc("Final test mean / input test mean must reach this.", default=0.92)
     final_smaller_than_stage1: bool = doc("The final container must be smaller than stage 1's.", default=True)
+    min_final_adapted_retention: float | None = doc(
+        "For a specialized input: the test mean of what the final container serves (its refit SVF "
+        "experts with dispatch, or the plain weights if they were dropped) / the input's adapted test "
+        "mean must reach this. null: no such claim (an input without experts).", default=None)
 
     def __post_init__(self):
         _check_unit(self, "max_stage1_fraction_fp32", "max_final_fraction_fp32")
         _check_ratio(self, "min_stage1_retention", "min_final_retention")
+        if self.min_final_adapted_retention is not None:
+            _check_ratio(self, "min_final_adapted_retention")
 
 
 @dataclass(frozen=True)

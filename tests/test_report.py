@@ -54,6 +54,22 @@ def test_compress_gates_require_final_smaller_than_stage1():
     stage = {"fraction_fp32": 0.08, "retention": 0.95, "bytes": 1000}
     got = results(compress_gates({"stage1": stage, "final": stage | {"bytes": 1000}}, GatesConfig()))
     assert not got["compress.final_smaller_than_stage1"] and got["compress.final_retention"]
+    assert "compress.final_adapted_retention" not in got  # null by default: no claim
+
+
+def test_compress_adapted_retention_gate_reads_what_the_container_serves():
+    stage = {"fraction_fp32": 0.08, "retention": 0.78, "bytes": 1000}
+    metrics = {"stage1": stage | {"bytes": 2000}, "final": stage,
+               "adapted": {"final": {"experts": "refit", "adapted_retention": 0.928}}}
+    claim = from_dict(GatesConfig, {"compress": {"min_final_adapted_retention": 0.92}}, "gates")
+    got = results(compress_gates(metrics, claim))
+    assert got["compress.final_adapted_retention"] and not got["compress.final_retention"]  # 0.78 < 0.92
+    metrics["adapted"]["final"]["adapted_retention"] = 0.91
+    assert not results(compress_gates(metrics, claim))["compress.final_adapted_retention"]
+    assert not results(compress_gates({"stage1": metrics["stage1"], "final": stage}, claim))[
+        "compress.final_adapted_retention"]  # no experts, no adapted figure: the claim fails
+    with pytest.raises(ForgeError, match="min_final_adapted_retention"):
+        from_dict(GatesConfig, {"compress": {"min_final_adapted_retention": -0.1}}, "gates")
 
 
 def test_failed_gate_fails_the_report_naming_it(tmp_path):
