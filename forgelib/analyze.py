@@ -74,7 +74,10 @@ def _bought(name: str, m: dict, base: dict) -> dict[str, Any]:
         keys = ("test_mean", "retention", "bits_per_param", "bytes", "fraction_fp32")
         return {"test_mean": m.get("final", {}).get("test_mean"), "input_test_mean": m.get("input_test_mean"),
                 "compared_to": "specialize" if "adapted" in m else "train",
-                "stages": {s: {k: m[s].get(k) for k in keys} for s in ("stage1", "final") if s in m}}
+                "stages": {s: {k: m[s].get(k) for k in keys} for s in ("stage1", "final") if s in m},
+                # served by `forge eval`/`serve` with its refit SVF experts (inference-time dispatch), apart
+                "served_adapted": {s: {k: a.get(k) for k in ("experts", "test_mean_adapted", "adapted_retention")}
+                                   for s, a in (m.get("adapted") or {}).items() if isinstance(a, dict)}}
     if name.startswith("humaneval@"):
         return {"test_mean": None, "pass@1": m.get("pass@1")}
     return {"test_mean": None}
