@@ -5,8 +5,8 @@ model called directly, in one run:
 - ``forge_serve_torch``: ``forge serve --engine torch`` (the default) over HTTP;
 - ``forge_serve_llamacpp``: ``forge serve --engine llama-cpp`` over HTTP: llama.cpp on the model
   exported at start-up by Forge's own GGUF writer (``--gguf-type``, F16 by default);
-- ``llamacpp_direct``: llama.cpp on that same export (written again by the same deterministic
-  writer), no HTTP: ``Llama.eval`` per token and llama.cpp's own greedy sampler.
+- ``llamacpp_direct``: the llama-cpp engine's own llama.cpp model, no HTTP: ``Llama.eval`` per
+  token and llama.cpp's own greedy sampler.
 
     python bench/serve.py                       # the embedded default's models/trained (1 thread)
     python bench/serve.py --smollm2             # also SmolLM2-135M-Instruct (from the packaged GGUF; 2 threads)
@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from forgelib.compress.loader import load_model_any  # noqa: E402
-from forgelib.export.gguf import write_gguf  # noqa: E402
 from forgelib.io import write_json  # noqa: E402
 from forgelib.serve import ModelServer, make_server  # noqa: E402
 from forgelib.serve_engines import LlamaCppEngine  # noqa: E402
@@ -133,14 +132,9 @@ def bench(path: str, prompts: list[str], max_tokens: int, repeats: int, gguf_typ
         httpd, api_llama = start(servers[-1])
         httpds.append(httpd)
         sides["forge_serve_llamacpp"] = lambda p: served(api_llama, p, max_tokens)
-        with tempfile.TemporaryDirectory() as tmp:
-            gguf = Path(tmp) / "bench.gguf"
-            write_gguf(model, tokenizer, gguf, gguf_type=gguf_type, name=Path(path).name)
-            result.update(gguf_type=gguf_type, gguf_bytes=gguf.stat().st_size)
-            llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=engine.context_length, n_threads=threads,
-                                  n_threads_batch=threads, logits_all=False, use_mmap=False, verbose=False,
-                                  kv_overrides={"tokenizer.ggml.model": "none"})
-        sides["llamacpp_direct"] = lambda p: llamacpp_direct(llm, tokenizer, p, max_tokens)
+        result.update(gguf_type=gguf_type, gguf_bytes=engine.gguf_bytes)
+        # the engine's own llama.cpp model, called without HTTP (each side resets it per request)
+        sides["llamacpp_direct"] = lambda p: llamacpp_direct(engine.llm, tokenizer, p, max_tokens)
     for run in sides.values():  # warm-up: first-call allocations are not what a served request costs
         run(prompts[0])
     rows = {side: {"ttft_s": [], "tokens_per_s": []} for side in sides}

@@ -180,6 +180,12 @@ def _perplexity_score(search_evaluate: Evaluate | None, model_config: dict
     return score
 
 
+def size_figures(size: int, n_params: int, payload: int) -> dict[str, Any]:
+    """A container's size figures: ``size`` is the whole file, header included; ``payload`` the codecs' bytes."""
+    return {"bytes": size, "bits_per_param": 8 * size / n_params, "fraction_fp32": size / (4 * n_params),
+            "fraction_bf16": size / (2 * n_params), "overhead_bytes": size - payload}
+
+
 def _decoded_model(model_config: dict, encoded: dict[str, Encoded]) -> PreTrainedModel:
     model = build_empty_model(model_config)
     load_into(model, ((n, decode_entry(e.entry)) for n, e in encoded.items()))
@@ -221,9 +227,8 @@ def _run_stage(stage: str, sources: list[Source], stage_config: StageConfig, tmp
     linear = [summary["groups"][g] for g in LINEAR_GROUPS if g in summary["groups"]]
     linear_bits = 8 * sum(g["payload_bytes"] for g in linear) / max(1, sum(g["n_params"] for g in linear))
     stats: dict[str, Any] = {
-        "path": f"{stage}/{CONTAINER_NAME}", "bytes": size, "n_params": n_params,
-        "bits_per_param": 8 * size / n_params, "fraction_fp32": size / (4 * n_params),
-        "fraction_bf16": size / (2 * n_params), "payload_bytes": payload, "overhead_bytes": size - payload,
+        "path": f"{stage}/{CONTAINER_NAME}", "n_params": n_params, **size_figures(size, n_params, payload),
+        "payload_bytes": payload,
         "payload_bits_per_linear_weight": linear_bits,
         "snr_db": summary["snr_db"], "groups": summary["groups"], "codecs": summary["codecs"],
         "encode_seconds": sum(e.seconds for e in encoded.values()), "decode_seconds": decode_seconds,

@@ -15,8 +15,8 @@ every family's expert and the dispatcher again, starting from the carried z vect
 specialize stage's method: teacher-forced cross-entropy through ``W'`` (the answer tokens for a
 family expert, the family's label token for the dispatcher), the same loop
 (:func:`forgelib.specialize.experts.optimize`: AdamW, warmup + cosine, gradient clipping) and the
-same rows (the train split of the family's tasks; the dispatcher's balanced label rows). Only
-the starting point differs from ``train_expert``/``train_dispatcher``, which start at z = 0.
+same rows (the train split of the family's tasks; the dispatcher's balanced label rows), through
+``train_expert``; only the starting point differs (its ``init``: the carried z, not z = 0).
 
 :func:`refit_container` then scores the plain decoded model, the adapted model with the carried
 experts and the adapted model with the refit ones on the **validation** split. The refit experts
@@ -35,11 +35,12 @@ from typing import Any, Mapping, Sequence
 from forgelib.compress.container import Container, read_container, write_container
 from forgelib.compress.config import RefitConfig
 from forgelib.compress.loader import container_path, load_model_any
+from forgelib.compress.pipeline import size_figures
 from forgelib.data.tasks import get_task
 from forgelib.errors import ForgeError
 from forgelib.eval.evaluate import evaluate_model, score_rows
 from forgelib.specialize.dispatch import dispatch_rows, encode_label_rows
-from forgelib.specialize.experts import batch_stream, ce_loss, frozen, optimize
+from forgelib.specialize.experts import train_expert
 from forgelib.specialize.model import SIDE_FILES, SpecializedModel, encode_side_files
 from forgelib.specialize.svf import Expert, Factors, svf_applied
 
@@ -52,20 +53,11 @@ stays within seconds); ``specialize.json`` records ``refit.method``."""
 def refit_z(model, tokenizer, svd: Mapping[str, Factors], init: Expert, rows: Sequence[dict], *, steps: int,
             lr: float, batch_size: int, max_mult: float, grad_clip: float, warmup_steps: int, seed: int,
             encoded: Sequence | None = None, desc: str = "svf refit") -> tuple[Expert, list[float]]:
-    """``train_expert(method="ce")`` started at ``init`` rather than z = 0: one z per weight of
-    ``svd``, trained on ``rows`` (or their ``encoded`` form); returns the expert and every step's loss."""
-    missing = [name for name in svd if name not in init]
-    if missing:
-        raise ForgeError(f"refit: the carried expert has no z for {missing[0]}")
-    expert = {name: init[name].detach().float().clone().requires_grad_(True) for name in svd}
-    stream = batch_stream(tokenizer, rows, batch_size=batch_size, seed=seed, encoded=encoded)
-    with frozen(model):
-        was_training = model.training
-        model.eval()
-        losses = optimize(list(expert.values()), lambda step: ce_loss(model, svd, expert, max_mult, next(stream)),
-                          steps=steps, lr=lr, warmup_steps=warmup_steps, grad_clip=grad_clip, desc=desc)
-        model.train(was_training)
-    return {name: z.detach() for name, z in expert.items()}, losses
+    """:func:`~forgelib.specialize.experts.train_expert` with :data:`METHOD`, started at ``init``
+    rather than z = 0; returns the expert and every step's loss."""
+    return train_expert(model, tokenizer, svd, rows, method=METHOD, steps=steps, lr=lr, batch_size=batch_size,
+                        max_mult=max_mult, grad_clip=grad_clip, warmup_steps=warmup_steps, seed=seed,
+                        encoded=encoded, init=init, desc=desc)
 
 
 def answer_nll(model, tokenizer, svd: Mapping[str, Factors], expert: Expert, max_mult: float,
@@ -81,13 +73,15 @@ def family_train_rows(tasks: Mapping, family: str) -> list[dict]:
 
 
 def refit_side_files(model, tokenizer, tasks: Mapping, side_files: Mapping[str, bytes], cfg: RefitConfig, *,
-                     seed: int, where: str = "side files") -> tuple[dict[str, bytes], dict[str, Any]]:
-    """The side files with every expert and the dispatcher refit on ``model``'s own SVD (started
-    from the z vectors in ``side_files``), and a report: each run's first batch loss (the carried
-    z) and last, and the seconds it took (:func:`answer_nll` measures a family's whole train split,
-    at the cost of a few seconds per family on the embedded default, so the stage leaves it out)."""
+                     seed: int, where: str = "side files",
+                     svd: Mapping[str, Factors] | None = None) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The side files with every expert and the dispatcher refit on ``model``'s own SVD (``svd``
+    when the caller has it; started from the z vectors in ``side_files``), and a report: each
+    run's first batch loss (the carried z) and last, and the seconds it took (:func:`answer_nll`
+    measures a family's whole train split, at the cost of a few seconds per family on the
+    embedded default, so the stage leaves it out)."""
     started = time.perf_counter()
-    carried = SpecializedModel.from_parts(model, tokenizer, side_files, where=where)  # checks shapes, decodes
+    carried = SpecializedModel.from_parts(model, tokenizer, side_files, where=where, svd=svd)  # checks, decodes
     svd, max_mult = carried.svd, carried.max_mult
     common = dict(batch_size=cfg.batch_size, max_mult=max_mult, grad_clip=cfg.grad_clip, seed=seed)
     experts, report = {}, {"method": METHOD, "families": {}}
@@ -128,11 +122,8 @@ def without_experts(files: Mapping[str, bytes]) -> dict[str, bytes]:
 
 
 def resized(stage_stats: Mapping[str, Any], size: int) -> dict[str, Any]:
-    """The size figures of a stage's stats for a container of ``size`` bytes (the pipeline's
-    definitions: the whole file, header included; the payload does not change)."""
-    n = stage_stats["n_params"]
-    return {"bytes": size, "bits_per_param": 8 * size / n, "fraction_fp32": size / (4 * n),
-            "fraction_bf16": size / (2 * n), "overhead_bytes": size - stage_stats["payload_bytes"]}
+    """The size figures of a stage's stats for a container of ``size`` bytes (the payload does not change)."""
+    return size_figures(size, stage_stats["n_params"], stage_stats["payload_bytes"])
 
 
 def refit_container(path: str | Path, tasks: Mapping, cfg: RefitConfig, *, seed: int,
@@ -142,21 +133,21 @@ def refit_container(path: str | Path, tasks: Mapping, cfg: RefitConfig, *, seed:
     Returns ``experts`` ("refit" or "dropped"), the three validation means (``validation_plain``,
     ``validation_adapted_carried``, ``validation_adapted_refit``) and dispatch accuracies, the
     refit report, ``refit_seconds``, ``bytes_before``/``bytes`` (the file before and after the
-    rewrite) and, when the experts ship, ``test_mean_adapted`` of the container read back."""
+    rewrite) and, when the experts ship, ``test_mean_adapted``. The decoded weights' SVD is
+    computed once and shared by the carried and the refit experts."""
     found = container_path(path)
     if found is None:
         raise ForgeError(f"{path}: no compressed container")
     where = str(found)
     files, bytes_before = dict(read_container(found).files), found.stat().st_size
     model, tokenizer = load_model_any(found)
-    refit_files, refit_report = refit_side_files(model, tokenizer, tasks, files, cfg, seed=seed, where=where)
-
-    def adapted(side: Mapping[str, bytes]) -> dict:
-        return SpecializedModel.from_parts(model, tokenizer, side, where=where).evaluate(
-            tasks, split="validation", limit=eval_limit)
+    carried_model = SpecializedModel.from_parts(model, tokenizer, files, where=where)  # the decoded weights' SVD, once
+    refit_files, refit_report = refit_side_files(model, tokenizer, tasks, files, cfg, seed=seed, where=where,
+                                                 svd=carried_model.svd)
+    refit_model = SpecializedModel.from_parts(model, tokenizer, refit_files, where=where, svd=carried_model.svd)
 
     plain = evaluate_model(model, tokenizer, tasks, split="validation", limit=eval_limit)
-    carried, refit = adapted(files), adapted(refit_files)
+    carried, refit = (m.evaluate(tasks, split="validation", limit=eval_limit) for m in (carried_model, refit_model))
     ship = refit["mean"] > plain["mean"]
     decision = "refit" if ship else "dropped"
     size = replace_side_files(found, {**without_experts(files), **(refit_files if ship else {})},
@@ -168,7 +159,6 @@ def refit_container(path: str | Path, tasks: Mapping, cfg: RefitConfig, *, seed:
         "validation_dispatch_accuracy_refit": refit["dispatch_accuracy"],
         "refit_seconds": refit_report["seconds"], "refit": refit_report, "bytes_before": bytes_before, "bytes": size,
     }
-    if ship:  # what ships is what is scored: the container read back from disk
-        shipped = SpecializedModel.from_parts(*load_model_any(found), read_container(found).files, where=where)
-        report["test_mean_adapted"] = shipped.evaluate(tasks, split="test", limit=eval_limit)["mean"]
+    if ship:  # the rewrite keeps every weight entry as read, so the shipped container is this model
+        report["test_mean_adapted"] = refit_model.evaluate(tasks, split="test", limit=eval_limit)["mean"]
     return report

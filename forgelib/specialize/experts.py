@@ -156,15 +156,22 @@ def reinforce_loss(model, tokenizer, svd: Mapping[str, Factors], expert: Expert,
 def train_expert(model, tokenizer, svd: Mapping[str, Factors], rows: Sequence[dict], *, method: str, steps: int,
                  lr: float, batch_size: int, max_mult: float, grad_clip: float, warmup_steps: int, seed: int,
                  samples: int = 1, temperature: float = 1.0, kl_coef: float = 0.0, max_new_tokens: int = 8,
-                 encoded: Sequence | None = None, desc: str = "svf") -> tuple[Expert, list[float]]:
+                 encoded: Sequence | None = None, init: Expert | None = None,
+                 desc: str = "svf") -> tuple[Expert, list[float]]:
     """One z vector per adapted weight, trained on ``rows`` with ``method`` ``"ce"`` or ``"reinforce"``
-    (``encoded``: the rows pre-tokenized, see :func:`batch_stream`).
+    (``encoded``: the rows pre-tokenized, see :func:`batch_stream`), from ``init`` (default z = 0;
+    the compress stage's refit starts from the carried experts).
 
     Returns the expert (detached) and the per-step history: the loss for ``ce``, the mean reward
     for ``reinforce``."""
     if method not in ("ce", "reinforce"):
         raise ForgeError(f"unknown SVF training method {method!r}; valid: ce, reinforce")
-    expert = {name: z.clone().requires_grad_(True) for name, z in init_expert(svd).items()}
+    if init is None:
+        init = init_expert(svd)
+    missing = [name for name in svd if name not in init]
+    if missing:
+        raise ForgeError(f"SVF training: the starting expert has no z for {missing[0]}")
+    expert = {name: init[name].detach().float().clone().requires_grad_(True) for name in svd}
     # reinforce: batch_size // samples prompts with `samples` answers each, as many rows as ce's step
     prompts_per_step = batch_size if method == "ce" else max(1, batch_size // samples)
     stream = batch_stream(tokenizer, rows, batch_size=prompts_per_step, seed=seed, encoded=encoded)

@@ -31,7 +31,7 @@ from forgelib.errors import ForgeError
 from forgelib.eval.evaluate import evaluate_answers, score_rows
 from forgelib.eval.generate import greedy_answers
 from forgelib.specialize.dispatch import classify
-from forgelib.specialize.svf import Expert, compute_svd, svf_applied
+from forgelib.specialize.svf import Expert, Factors, compute_svd, svf_applied
 
 SIDE_JSON = "specialize.json"
 SIDE_EXPERTS = "svf_experts.safetensors"
@@ -101,11 +101,13 @@ class SpecializedModel:
     """A model that adapts per prompt: the dispatcher picks a family, that family's expert answers."""
 
     def __init__(self, model, tokenizer, meta: Mapping, experts: Mapping[str, Expert], dispatcher: Expert,
-                 where: str = "specialized model"):
+                 where: str = "specialized model", svd: Mapping[str, Factors] | None = None):
+        """``svd``: the factors of ``model``'s current weights when the caller has them (another
+        SpecializedModel's ``svd`` over the same model), else computed here."""
         self.model, self.tokenizer, self.meta = model.eval(), tokenizer, dict(meta)
         self.experts, self.dispatcher = dict(experts), dispatcher
         self.max_mult = float(meta["max_mult"])
-        svd = compute_svd(model)
+        svd = compute_svd(model) if svd is None else svd
         missing = [name for name in meta["weights"] if name not in svd]
         if missing:
             raise ForgeError(f"{where}: the weights have no {missing[0]}; the experts belong to another architecture")
@@ -125,10 +127,10 @@ class SpecializedModel:
         return cls.from_parts(model, tokenizer, side, where=str(model_dir))
 
     @classmethod
-    def from_parts(cls, model, tokenizer, side_files: Mapping[str, bytes],
-                   where: str = "side files") -> "SpecializedModel":
+    def from_parts(cls, model, tokenizer, side_files: Mapping[str, bytes], where: str = "side files",
+                   svd: Mapping[str, Factors] | None = None) -> "SpecializedModel":
         meta, experts, dispatcher = decode_side_files(side_files, where)
-        return cls(model, tokenizer, meta, experts, dispatcher, where)
+        return cls(model, tokenizer, meta, experts, dispatcher, where, svd)
 
     @property
     def families(self) -> list[str]:
