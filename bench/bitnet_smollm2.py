@@ -85,7 +85,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -95,7 +94,7 @@ from tqdm.auto import tqdm
 
 from forgelib.compress.codecs.bitnet158 import absmean_ternary
 from forgelib.errors import ForgeError
-from forgelib.eval.codeppl import code_perplexity, stdlib_files
+from forgelib.eval.codeppl import code_perplexity, disjoint_windows
 from forgelib.eval.humaneval import load_problems, run_humaneval
 from forgelib.io import write_json
 from forgelib.models.hf import load_model
@@ -105,28 +104,6 @@ from forgelib.train.config import BitNetQATConfig
 
 ARMS = ("fp", "ptq", "qat_warmup", "qat_step0")
 DEFAULT_MODEL = "models/base/ancestor"
-
-
-def training_windows(tokenizer, exclude: set[str], *, count: int, seq_len: int, seed: int) -> list[list[int]]:
-    """``count`` windows of ``seq_len`` tokens, one per stdlib file not in ``exclude`` (module doc)."""
-    root, files = stdlib_files()
-    files = [f for f in files if f not in exclude]
-    random.Random(seed + 1).shuffle(files)
-    windows = []
-    for name in files:
-        if len(windows) == count:
-            break
-        try:
-            text = (root / name).read_text(encoding="utf-8")[: seq_len * 16]
-        except (UnicodeDecodeError, OSError):
-            continue
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) >= seq_len:
-            windows.append(ids[:seq_len])
-    if len(windows) < count:
-        raise ForgeError(f"bitnet_smollm2: only {len(windows)} training windows of {seq_len} tokens in the stdlib "
-                         f"outside the evaluation files; lower --steps, --batch-size or --seq-len")
-    return windows
 
 
 def ptq_(model) -> list[str]:
@@ -234,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
     windows = None
     if any(a.startswith("qat") for a in arms):
-        windows = training_windows(tokenizer, set(eval_files), count=args.steps * args.batch_size,
+        windows = disjoint_windows(tokenizer, set(eval_files), count=args.steps * args.batch_size,
                                    seq_len=args.seq_len, seed=args.seed)
 
     results = {}

@@ -236,8 +236,14 @@ class CompressConfig:
         "so errors compound); 'fp', the input model's full-precision weights (before any healing).",
         default="stage1")
     heal: HealConfig = doc("Optional quantization-aware heal after ternarization.", default_factory=HealConfig)
-    calibration_batches: int = doc("Calibration batches for the VPTQ Hessians (0: none, uniform weights).",
+    calibration_batches: int = doc("Calibration batches for the VPTQ/GPTQ Hessians (0: none, uniform weights).",
                                    default=8)
+    calibration: Literal["tasks", "code"] = doc(
+        "Calibration text: 'tasks', train-split rows of the task suite; 'code', windows of "
+        "calibration_seq_len tokens of Python standard-library source, from files disjoint from "
+        "`forge eval --benchmark codeppl`'s (for a model whose capability to keep is coding).",
+        default="tasks")
+    calibration_seq_len: int = doc("Tokens per window with calibration: code.", default=512)
     batch_size: int = doc("Train-split rows per heal step and per calibration batch.", default=64)
     seed: int = doc("Seeds the heal (torch RNG); codecs carry their own seeds.", default=0)
     refit: RefitConfig = doc("Refit of a specialized input's SVF experts on the decoded weights.",
@@ -247,3 +253,5 @@ class CompressConfig:
         check(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
         check(self.stage2_source in ("fp", "stage1"), "stage2_source", "'fp' or 'stage1'", self.stage2_source)
         check(self.calibration_batches >= 0, "calibration_batches", "an integer >= 0", self.calibration_batches)
+        check(self.calibration in ("tasks", "code"), "calibration", "'tasks' or 'code'", self.calibration)
+        check(self.calibration_seq_len >= 2, "calibration_seq_len", "an integer >= 2", self.calibration_seq_len)

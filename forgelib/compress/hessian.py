@@ -19,6 +19,9 @@ def collect_hessians(model: nn.Module, batches: Iterable[Mapping[str, torch.Tens
                      names: set[str], *, max_batches: int) -> dict[str, torch.Tensor]:
     """``{'<module>.weight': H (in, in)}`` for the nn.Linear modules whose weight is in ``names``.
 
+    A weight is named as ``model.named_parameters()`` names it, so a tied output layer counts
+    under its first name: with tied embeddings, ``model.embed_tokens.weight`` gets the lm_head's
+    input Hessian (its use as an output projection is the one GPTQ-style feedback can serve).
     Batches are dicts with ``input_ids`` and optionally ``attention_mask`` (padding excluded).
     """
     sums: dict[str, torch.Tensor] = {}
@@ -34,9 +37,10 @@ def collect_hessians(model: nn.Module, batches: Iterable[Mapping[str, torch.Tens
             counts[weight_name] = counts.get(weight_name, 0) + x.shape[0]
         return accumulate
 
-    handles = [module.register_forward_hook(hook(f"{name}.weight"))
-               for name, module in model.named_modules()
-               if isinstance(module, nn.Linear) and f"{name}.weight" in names]
+    canonical = {id(p): n for n, p in model.named_parameters()}
+    handles = [module.register_forward_hook(hook(canonical[id(module.weight)]))
+               for module in model.modules()
+               if isinstance(module, nn.Linear) and canonical.get(id(module.weight)) in names]
     was_training = model.training
     model.eval()
     try:

@@ -2,8 +2,9 @@
 
 Accuracy is the real exact match on the test split of the model loaded back from each
 container; the ``--target-size`` search scores candidates on the validation split only, so the
-test split never steers a choice. Healing and VPTQ calibration draw batches from the train
-split.
+test split never steers a choice. Healing draws batches from the train split, and so does the
+VPTQ/GPTQ calibration unless ``compress.calibration: code`` (Python standard-library source,
+disjoint from code perplexity's files: the SmolLM2 profile, whose capability to keep is coding).
 
 A specialized input (SVF experts and a dispatcher beside its weights) hands its experts to the
 containers, which carry them as side files. With ``compress.refit.enabled`` (the default), once
@@ -33,6 +34,7 @@ from forgelib.compress.config import CompressConfig
 from forgelib.compress.pipeline import compress_model
 from forgelib.data.batching import encode_rows, infinite_batches
 from forgelib.data.tasks import load_tasks
+from forgelib.eval.codeppl import calibration_batches
 from forgelib.eval.evaluate import evaluate_model
 from forgelib.io import write_json
 from forgelib.models.compat import check_tokenizer_matches
@@ -51,6 +53,9 @@ def run_compress(cfg: CompressConfig, *, data_dir: str | Path, input_dir: str | 
         return infinite_batches(train_rows, batch_size=cfg.batch_size, pad_id=tokenizer.pad_token_id, seed=seed)
 
     def calibration():
+        if cfg.calibration == "code":
+            return calibration_batches(tokenizer, count=cfg.calibration_batches * cfg.batch_size,
+                                       seq_len=cfg.calibration_seq_len, batch_size=cfg.batch_size, seed=cfg.seed)
         stream = batches(seed=cfg.seed + 1)
         return [next(stream) for _ in range(cfg.calibration_batches)]
 

@@ -28,6 +28,10 @@ import torch.nn.functional as F
 from forgelib.errors import ForgeError
 from forgelib.eval.scoring import perplexity
 
+# `forge eval --benchmark codeppl`'s defaults (forgelib/cli.py keeps its own literals, to start
+# without importing torch): calibration text avoids the files of these windows.
+EVAL_MAX_TOKENS = 20000
+EVAL_SEQ_LEN = 512
 MIN_FILE_TOKENS = 16  # shorter files (empty __init__.py, stubs) carry almost no signal
 MAX_CHARS_PER_TOKEN = 16  # a slice this many chars per token always holds a full window
 
@@ -73,6 +77,47 @@ def _windows(tokenizer, *, max_tokens: int, seq_len: int, seed: int) -> tuple[li
         used.append(name)
         budget -= length - 1
     return windows, used
+
+
+def window_files(tokenizer, *, max_tokens: int, seq_len: int, seed: int) -> list[str]:
+    """The stdlib files :func:`code_perplexity` draws its windows from, for these settings."""
+    return _windows(tokenizer, max_tokens=max_tokens, seq_len=seq_len, seed=seed)[1]
+
+
+def disjoint_windows(tokenizer, exclude: set[str], *, count: int, seq_len: int, seed: int) -> list[list[int]]:
+    """``count`` windows of exactly ``seq_len`` tokens, each the start of one stdlib file not in
+    ``exclude`` (files shuffled with ``random.Random(seed + 1)``; shorter files skipped): text to
+    train or calibrate on that shares no file with an evaluation that drew from ``exclude``."""
+    root, files = stdlib_files()
+    files = [f for f in files if f not in exclude]
+    random.Random(seed + 1).shuffle(files)
+    windows = []
+    for name in files:
+        if len(windows) == count:
+            break
+        try:
+            text = (root / name).read_text(encoding="utf-8")[: seq_len * MAX_CHARS_PER_TOKEN]
+        except (UnicodeDecodeError, OSError):
+            continue
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) >= seq_len:
+            windows.append(ids[:seq_len])
+    if len(windows) < count:
+        raise ForgeError(f"code windows: only {len(windows)} windows of {seq_len} tokens in the stdlib outside the "
+                         f"{len(exclude)} evaluation files, {count} wanted; ask for fewer or shorter windows")
+    return windows
+
+
+def calibration_batches(tokenizer, *, count: int, seq_len: int, batch_size: int, seed: int = 0,
+                        exclude: set[str] | None = None) -> list[dict[str, torch.Tensor]]:
+    """``count`` code windows (:func:`disjoint_windows`) as batches of ``input_ids`` /
+    ``attention_mask``, for calibration Hessians. ``exclude`` defaults to the files of
+    ``forge eval --benchmark codeppl``'s default windows, so calibrating never sees them."""
+    if exclude is None:
+        exclude = set(window_files(tokenizer, max_tokens=EVAL_MAX_TOKENS, seq_len=EVAL_SEQ_LEN, seed=0))
+    ids = torch.tensor(disjoint_windows(tokenizer, exclude, count=count, seq_len=seq_len, seed=seed))
+    return [{"input_ids": ids[i : i + batch_size], "attention_mask": torch.ones_like(ids[i : i + batch_size])}
+            for i in range(0, len(ids), batch_size)]
 
 
 @torch.no_grad()

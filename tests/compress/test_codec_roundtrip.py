@@ -1,7 +1,8 @@
 """Every registered codec: round trip keeps shape and dtype, meets its SNR floor, is deterministic.
 
 SNR floors (dB) at default settings on a seeded N(0, 0.02^2) 64x96 matrix. Measured values when
-written: fp16 ~75, bf16 ~52, int8 ~41, bitnet158 ~5.8, seedlm ~14.3, vptq ~5.3, hyperfn ~26.9.
+written: fp16 ~75, bf16 ~52, int8 ~41, bitnet158 ~5.8, seedlm ~14.3, vptq ~5.3, hyperfn ~26.9,
+gptq ~21.0.
 A broken codec lands far below its floor: zeros give 0 dB, misplaced values about -3 dB.
 """
 
@@ -15,7 +16,7 @@ from forgelib.compress.codecs.registry import REGISTRY, get_codec, make_config
 from forgelib.errors import ForgeError
 
 SNR_FLOOR_DB = {"fp32": math.inf, "fp16": 60.0, "bf16": 45.0, "int8": 38.0, "bitnet158": 5.0,
-                "seedlm": 12.0, "vptq": 4.5, "hyperfn": 24.0}
+                "seedlm": 12.0, "vptq": 4.5, "hyperfn": 24.0, "gptq": 19.5}
 
 
 def gaussian(shape=(64, 96), seed=0, dtype=torch.float32):
@@ -68,6 +69,8 @@ def test_encoding_twice_gives_identical_payload_bytes(name):
     ("seedlm", {"C": 8, "P": 3, "K": 16, "max_seeds": 4096}, (12 + 4 + 12) / 8),
     ("seedlm", {"C": 12, "P": 4, "K": 16, "max_seeds": 256}, (8 + 4 + 16) / 12),
     ("hyperfn", {"n_points": 1024, "n_classes": 3}, 12 / 2),
+    ("gptq", {"bits": 4, "group_size": 32}, 4 + (16 + 4) / 32),
+    ("gptq", {"bits": 2, "group_size": 32}, 2 + (16 + 2) / 32),
 ])
 def test_payload_bytes_match_the_bits_per_weight_formula(name, settings, bits):
     w = gaussian((60, 96))  # 5760 weights: divisible by 5, 4, 8, 12 and 2, so no padding

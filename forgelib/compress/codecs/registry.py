@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import torch
 
-from forgelib.compress.codecs import bitnet158, hyperfn, int8, passthrough, seedlm, vptq
+from forgelib.compress.codecs import bitnet158, gptq, hyperfn, int8, passthrough, seedlm, vptq
 from forgelib.compress.codecs.base import Codec
 from forgelib.configtools import FieldError
 from forgelib.errors import ForgeError
@@ -21,6 +21,7 @@ CODECS: list[Codec] = [
     Codec("bitnet158", bitnet158.BitNetConfig, bitnet158.encode, bitnet158.decode, bitnet158.CITATION),
     Codec("seedlm", seedlm.SeedLMConfig, seedlm.encode, seedlm.decode, seedlm.CITATION),
     Codec("vptq", vptq.VPTQConfig, vptq.encode, vptq.decode, vptq.CITATION, needs_hessian=True),
+    Codec("gptq", gptq.GPTQConfig, gptq.encode, gptq.decode, gptq.CITATION, needs_hessian=True),
     Codec("hyperfn", hyperfn.HyperFnConfig, hyperfn.encode, hyperfn.decode, hyperfn.CITATION),
 ]
 REGISTRY: dict[str, Codec] = {codec.name: codec for codec in CODECS}

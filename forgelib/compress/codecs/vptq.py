@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from forgelib.compress.codecs.base import Payload, base_meta, check, doc, is_power_of_two, restore
+from forgelib.compress.codecs import feedback
 from forgelib.compress.codecs.bitpack import pack_bits, unpack_bits
 from forgelib.compress.codecs.kmeans import nearest, weighted_kmeans
 from forgelib.errors import ForgeError
@@ -87,12 +88,7 @@ def encode(tensor: torch.Tensor, config: VPTQConfig, *, hessian: torch.Tensor | 
     W = tensor.detach().float().clone()
     W = torch.cat([W, W.new_zeros((-out_f) % v, in_f)])  # pad rows to a multiple of v
     rows = W.shape[0] // v
-    H = torch.eye(in_f) if hessian is None else hessian.detach().float().clone()
-    if H.shape != (in_f, in_f):
-        raise ForgeError(f"vptq: Hessian shape {list(H.shape)} does not match input dim {in_f}")
-    dead = H.diagonal() <= 0  # inputs that never fire: their weights cannot matter
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
+    H = feedback.prepare(W, hessian, what="vptq")
     vec_weight = H.diagonal().clone()
 
     gen = torch.Generator().manual_seed(config.seed)
@@ -107,26 +103,19 @@ def encode(tensor: torch.Tensor, config: VPTQConfig, *, hessian: torch.Tensor | 
         res_store, res_scale, res = _store_codebook(
             weighted_kmeans(resid, weights, k_res, iters=config.kmeans_iters, generator=gen), config.codebook_bits)
 
-    # GPTQ: upper Cholesky factor of H^-1 drives the error feedback.
-    H += config.damp * H.diagonal().mean() * torch.eye(in_f)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H.double())), upper=True).float()
     idx = torch.zeros(in_f, rows, dtype=torch.int64)
     idx_res = torch.zeros(in_f, rows, dtype=torch.int64)
-    for i1 in range(0, in_f, config.block_size):
-        i2 = min(i1 + config.block_size, in_f)
-        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
-        Err1 = torch.zeros_like(W1)
-        for j in range(i2 - i1):
-            col = W1[:, j].reshape(rows, v)
-            idx[i1 + j] = nearest(col, main)
-            q = main[idx[i1 + j]]
-            if k_res:
-                idx_res[i1 + j] = nearest(col - q, res)
-                q = q + res[idx_res[i1 + j]]
-            err = (col - q).reshape(-1) / Hinv1[j, j]
-            W1[:, j:] -= err[:, None] * Hinv1[j, j:][None, :]
-            Err1[:, j] = err
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+
+    def quantize(j: int, column: torch.Tensor, _block: torch.Tensor) -> torch.Tensor:
+        col = column.reshape(rows, v)
+        idx[j] = nearest(col, main)
+        q = main[idx[j]]
+        if k_res:
+            idx_res[j] = nearest(col - q, res)
+            q = q + res[idx_res[j]]
+        return q.reshape(-1)
+
+    feedback.quantize_columns(W, feedback.inverse_cholesky(H, config.damp), config.block_size, quantize)
 
     meta = base_meta(tensor) | {"v": v, "rows": rows, "k": k, "k_res": k_res, "main_scale": main_scale}
     tensors = {"codebook": main_store, "indices": pack_bits(idx, int(math.log2(k)))}
