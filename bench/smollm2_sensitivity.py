@@ -69,7 +69,8 @@ SWEPT = ("attention", "mlp", "embeddings")
 CANDIDATES: dict[str, list[tuple[str, dict, bool]]] = {
     "attention": [("gptq", {"bits": 3, "group_size": 64}, True), ("gptq", {"bits": 4, "group_size": 64}, True),
                   ("gptq", {"bits": 4, "group_size": 64}, False), ("gptq", {"bits": 4, "group_size": 128}, True),
-                  ("gptq", {"bits": 5, "group_size": 64}, True),
+                  ("gptq", {"bits": 5, "group_size": 64}, True), ("gptq", {"bits": 5, "group_size": 64}, False),
+                  ("gptq", {"bits": 6, "group_size": 64}, True),
                   ("vptq", {"v": 2, "k": 64, "k_res": 16, "kmeans_iters": 8, "codebook_bits": 8}, True)],
     "mlp": [("gptq", {"bits": 3, "group_size": 64}, True), ("gptq", {"bits": 4, "group_size": 64}, True),
             ("gptq", {"bits": 4, "group_size": 64}, False), ("gptq", {"bits": 4, "group_size": 128}, True),
