@@ -26,13 +26,12 @@ from forgelib.compress.container import CONTAINER_NAME, Container, read_containe
 from forgelib.compress.encode import encode_tensor
 from forgelib.compress.groups import group_of
 from forgelib.compress.hessian import collect_hessians
-from forgelib.compress.loader import load_compressed
+from forgelib.compress.loader import load_compressed, load_model_any
 from forgelib.config import load_section
 from forgelib.data.batching import encode_rows, infinite_batches
 from forgelib.data.tasks import load_tasks
 from forgelib.eval.evaluate import evaluate_model
 from forgelib.io import write_json
-from forgelib.models.hf import load_tokenizer
 from forgelib.runtime import configure_torch
 
 CANDIDATES = [
@@ -55,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = load_tasks(args.data)
     stage1_path = args.compressed / "stage1" / CONTAINER_NAME
     final = read_container(args.compressed / "final" / CONTAINER_NAME)
-    source = load_compressed(stage1_path)
-    tokenizer = load_tokenizer(args.compressed / "stage1")
+    source, tokenizer = load_model_any(stage1_path)
     rows = encode_rows(tokenizer, [r for splits in tasks.values() for r in splits["train"]])
     stream = infinite_batches(rows, batch_size=cfg.batch_size, pad_id=tokenizer.pad_token_id, seed=cfg.seed + 1)
     params = dict(source.named_parameters())
