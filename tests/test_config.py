@@ -119,9 +119,9 @@ def test_load_section_imports_only_its_own_config_module(section):
 @pytest.mark.parametrize(
     "key,value,fragment",
     [
-        ("codebook_bits", 3, "params.yaml: compress.stage2.attention.codebook_bits: expected 8 or 16, got 3"),
+        ("bits", 9, "params.yaml: compress.stage2.attention.bits: expected an int in [1, 8], got 9"),
         ("codec", "zip", "params.yaml: compress.stage2.attention.codec: unknown codec 'zip'; valid codecs: fp32"),
-        ("k_ress", 4, "params.yaml: compress.stage2.attention.k_ress: unknown setting for codec 'vptq'"),
+        ("group_sizes", 4, "params.yaml: compress.stage2.attention.group_sizes: unknown setting for codec 'gptq'"),
     ],
 )
 def test_codec_settings_errors_name_the_key(key, value, fragment):
@@ -135,7 +135,8 @@ def test_codec_settings_errors_name_the_key(key, value, fragment):
 def test_codec_groups_are_typed_dataclasses():
     compress = load_params(ROOT / "params.yaml").compress
     attention = compress.stage2.attention
-    assert attention.codec == "vptq" and attention.settings.codebook_bits == 8 and attention.settings.k_res == 16
+    assert attention.codec == "gptq" and attention.settings.bits == 4 and attention.settings.group_size == 64
+    assert attention.settings.bits_per_weight() == 4 + 20 / 64
     assert compress.stage2.mlp.codec == "keep" and compress.stage2.mlp.settings is None
     assert compress.stage1.rungs("attention") == (compress.stage1.attention,)
 
