@@ -21,12 +21,13 @@ from forgelib.eval.codeppl import (
     window_files,
 )
 from forgelib.errors import ForgeError
+from forgelib.data.tokenizer import build_char_tokenizer
 from forgelib.models.hf import load_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_tokenizer("models/trained")  # the embedded default's char tokenizer
+    return build_char_tokenizer()  # the embedded default's char tokenizer (a fresh clone has no models/)
 
 
 @pytest.fixture(scope="module")
