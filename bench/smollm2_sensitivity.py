@@ -34,7 +34,6 @@ Run: ``python bench/smollm2_sensitivity.py --model DIR --json-out reports/smollm
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import subprocess
 import sys
@@ -45,18 +44,18 @@ from pathlib import Path
 import torch
 import yaml
 
-from forgelib.compress.codecs.registry import decode_entry
+from forgelib.compress.codecs.registry import decode_entry, get_codec
 from forgelib.compress.config import CodecSpec
-from forgelib.config import load_section
 from forgelib.compress.container import CONTAINER_NAME
-from forgelib.compress.encode import encode_tensor
+from forgelib.compress.encode import encode_tensor, summarize
 from forgelib.compress.groups import group_of
 from forgelib.compress.hessian import collect_hessians
 from forgelib.compress.loader import load_compressed
 from forgelib.compress.pipeline import compress_model
+from forgelib.config import load_section
 from forgelib.eval.codeppl import calibration_batches, code_perplexity
 from forgelib.errors import ForgeError
-from forgelib.eval.humaneval import load_problems, run_humaneval
+from forgelib.eval.humaneval import load_problems, load_samples, run_humaneval
 from forgelib.io import write_json
 from forgelib.models.hf import load_model
 from forgelib.runtime import configure_torch
@@ -108,11 +107,10 @@ def sweep(model, tokenizer, hessians, ppl_kwargs, base_log_ppl: float) -> list[d
             with torch.no_grad():
                 for n in names:
                     params[n].copy_(saved[n])
-            n_params = sum(e.n_params for e in encoded.values())
-            signal, noise = sum(e.signal for e in encoded.values()), sum(e.noise for e in encoded.values())
-            row = {"group": group, "codec": codec, "settings": settings, "hessian": use_h and codec in ("gptq", "vptq"),
-                   "n_params": n_params, "bits_per_weight": 8 * sum(e.payload_bytes for e in encoded.values()) / n_params,
-                   "snr_db": 10 * math.log10(signal / noise) if noise else None, "perplexity": ppl,
+            size = summarize(encoded)["groups"][group]
+            row = {"group": group, "codec": codec, "settings": settings,
+                   "hessian": use_h and get_codec(codec).needs_hessian, "n_params": size["n_params"],
+                   "bits_per_weight": size["bits_per_param"], "snr_db": size["snr_db"], "perplexity": ppl,
                    "delta_log_ppl": math.log(ppl) - base_log_ppl, "encode_seconds": round(seconds, 1)}
             rows.append(row)
             print(f"{group:10s} {codec:7s} {str(settings):55s} H={row['hessian']!s:5s} "
@@ -138,7 +136,7 @@ def humaneval_outcomes(model, tokenizer, n: int, max_new_tokens: int) -> tuple[d
 
 
 def reference_outcomes(path: Path, n: int) -> tuple[dict, list[bool]]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = load_samples(path)
     problems = list(load_problems())[:n]
     if [r["task_id"] for r in rows] != problems or any("passed" not in r for r in rows):
         raise ForgeError(f"--reference-samples {path}: expected one greedy sample with 'passed' for each of "

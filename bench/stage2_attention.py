@@ -1,9 +1,9 @@
 """Stage 2's attention codec, compared on the committed stage-1 container (validation only).
 
 Loads ``models/compressed/stage1`` (what stage 2 takes as its input), collects the attention
-layers' calibration Hessians on train-split batches as the ``compress`` stage does
-(``compress.calibration_batches`` x ``compress.batch_size`` rows, seed ``compress.seed + 1``),
-re-encodes the attention with each candidate, keeps every other entry (and the side files) of
+layers' calibration Hessians on the batches the ``compress`` stage uses
+(:func:`forgelib.compress.run.hessian_batches`), re-encodes the attention with each candidate,
+keeps every other entry (and the side files) of
 the committed final container, and prints, per candidate, the container's bytes (serialized,
 header included) and the validation exact match of the decoded model as plain weights. The
 committed final container is printed first, as the reference. Used to choose
@@ -15,6 +15,7 @@ Run: ``python bench/stage2_attention.py [--json-out FILE]`` after ``dvc repro``.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -27,8 +28,9 @@ from forgelib.compress.encode import encode_tensor
 from forgelib.compress.groups import group_of
 from forgelib.compress.hessian import collect_hessians
 from forgelib.compress.loader import load_compressed, load_model_any
+from forgelib.compress.run import hessian_batches
 from forgelib.config import load_section
-from forgelib.data.batching import encode_rows, infinite_batches
+from forgelib.data.batching import encode_rows
 from forgelib.data.tasks import load_tasks
 from forgelib.eval.evaluate import evaluate_model
 from forgelib.io import write_json
@@ -56,10 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     final = read_container(args.compressed / "final" / CONTAINER_NAME)
     source, tokenizer = load_model_any(stage1_path)
     rows = encode_rows(tokenizer, [r for splits in tasks.values() for r in splits["train"]])
-    stream = infinite_batches(rows, batch_size=cfg.batch_size, pad_id=tokenizer.pad_token_id, seed=cfg.seed + 1)
     params = dict(source.named_parameters())
     attention = [n for n, p in params.items() if group_of(n, p.dim()) == "attention"]
-    hessians = collect_hessians(source, [next(stream) for _ in range(cfg.calibration_batches)], set(attention),
+    hessians = collect_hessians(source, hessian_batches(cfg, tokenizer, rows), set(attention),
                                 max_batches=cfg.calibration_batches)
 
     def validation(model) -> float:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 "validation_mean": validation(load_compressed(args.compressed / "final" / CONTAINER_NAME))}]
     for raw in CANDIDATES:
         spec = CodecSpec.of(raw["codec"], **{k: v for k, v in raw.items() if k != "codec"})
-        model = load_compressed(stage1_path)
+        model = copy.deepcopy(source)
         weights = dict(model.named_parameters())
         entries = dict(final.entries)
         for name in attention:

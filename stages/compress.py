@@ -1,4 +1,6 @@
-"""Stage `compress`: stage 1 (BitNet 1.58 + SeedLM), then stage 2 (VPTQ + HyperFn).
+"""Stage `compress`: stage 1, then stage 2 on stage 1's output, a codec per tensor group from params
+`compress` (the embedded default: int8 attention, healed BitNet 1.58 MLP and 6-bit tables, then
+GPTQ 4-bit attention).
 
 Reads params `compress`; compresses `models/specialized/` into `models/compressed/{stage1,final}/`
 (one safetensors container each, with codec metadata; the SVF experts are refit on each container's

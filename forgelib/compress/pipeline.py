@@ -1,7 +1,7 @@
 """The two-stage compression pipeline: one entry point for the stage script and the CLI.
 
 Stage 1 (BitNet + SeedLM by default) encodes the input model, after an optional
-quantization-aware heal of the layers it ternarizes. Stage 2 (VPTQ + HyperFn) takes stage 1's
+quantization-aware heal of the layers it ternarizes. Stage 2 (VPTQ + HyperFn by default) takes stage 1's
 output as its input, as Agent Forge chains them (``stage2_source: stage1``, the default): it
 re-encodes, group by group, stage 1's decoded weights, and a group set to ``keep`` carries its
 stage-1 payload over unchanged. ``stage2_source: fp`` instead re-encodes the input model's own

@@ -52,19 +52,12 @@ def run_compress(cfg: CompressConfig, *, data_dir: str | Path, input_dir: str | 
     def batches(seed: int):
         return infinite_batches(train_rows, batch_size=cfg.batch_size, pad_id=tokenizer.pad_token_id, seed=seed)
 
-    def calibration():
-        if cfg.calibration == "code":
-            return calibration_batches(tokenizer, count=cfg.calibration_batches * cfg.batch_size,
-                                       seq_len=cfg.calibration_seq_len, batch_size=cfg.batch_size, seed=cfg.seed)
-        stream = batches(seed=cfg.seed + 1)
-        return [next(stream) for _ in range(cfg.calibration_batches)]
-
     stats = compress_model(
         input_dir, out_dir, cfg, stages=stages, target_size=target_size,
         evaluate=lambda model: evaluate_model(model, tokenizer, tasks, split="test", limit=eval_limit),
         search_evaluate=lambda model: evaluate_model(model, tokenizer, tasks, split="validation", limit=eval_limit),
         heal_batches=batches(seed=cfg.seed) if cfg.heal.steps else None,
-        calibration_batches=calibration() if cfg.calibration_batches else None,
+        calibration_batches=hessian_batches(cfg, tokenizer, train_rows) if cfg.calibration_batches else None,
     )
     adapted = adapted_scores(cfg, input_dir, out_dir, tasks, stats, eval_limit)
     if adapted is not None:
@@ -73,6 +66,17 @@ def run_compress(cfg: CompressConfig, *, data_dir: str | Path, input_dir: str | 
     if metrics_path:
         write_json(metrics_path, stats)
     return stats
+
+
+def hessian_batches(cfg: CompressConfig, tokenizer, train_rows: list) -> list[dict]:
+    """The ``compress.calibration_batches`` batches the VPTQ/GPTQ Hessians are collected on:
+    stdlib code windows (``calibration: code``) or train rows (``tasks``, encoded by the caller),
+    drawn with seed ``compress.seed + 1`` (the heal's batches use ``compress.seed``)."""
+    if cfg.calibration == "code":
+        return calibration_batches(tokenizer, count=cfg.calibration_batches * cfg.batch_size,
+                                   seq_len=cfg.calibration_seq_len, batch_size=cfg.batch_size, seed=cfg.seed)
+    stream = infinite_batches(train_rows, batch_size=cfg.batch_size, pad_id=tokenizer.pad_token_id, seed=cfg.seed + 1)
+    return [next(stream) for _ in range(cfg.calibration_batches)]
 
 
 def adapted_scores(cfg: CompressConfig, input_dir: str | Path, out_dir: str | Path, tasks, stats: dict,
