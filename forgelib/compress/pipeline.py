@@ -1,7 +1,9 @@
 """The two-stage compression pipeline: one entry point for the stage script and the CLI.
 
-Stage 1 (BitNet + SeedLM by default) encodes the input model, after an optional
-quantization-aware heal of the layers it ternarizes. Stage 2 (VPTQ + HyperFn by default) takes stage 1's
+Stage 1 (BitNet + SeedLM by default) encodes the input model. An optional quantization-aware
+heal precedes the first stage that ternarizes a group: stage 1 (Agent Forge's order, the
+default), or stage 2 when only stage 2 has ternary groups (it then trains on stage 1's decoded
+weights, with the groups stage 2 keeps frozen). Stage 2 (VPTQ + HyperFn by default) takes stage 1's
 output as its input, as Agent Forge chains them (``stage2_source: stage1``, the default): it
 re-encodes, group by group, stage 1's decoded weights, and a group set to ``keep`` carries its
 stage-1 payload over unchanged. ``stage2_source: fp`` instead re-encodes the input model's own
@@ -17,6 +19,7 @@ Output layout: ``out_dir/stage1/model.forge.safetensors``, ``out_dir/final/model
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -29,9 +32,9 @@ import torch
 from transformers import PreTrainedModel
 
 from forgelib.compress.codecs.registry import decode_entry, get_codec
-from forgelib.compress.config import CompressConfig, StageConfig
+from forgelib.compress.config import KEEP, CompressConfig, StageConfig
 from forgelib.compress.container import CONTAINER_NAME, Container, serialized_size, write_container
-from forgelib.compress.encode import Encoded, summarize
+from forgelib.compress.encode import Encoded, encode_tensor, summarize
 from forgelib.compress.groups import GROUPS, group_of
 from forgelib.compress.heal import heal
 from forgelib.compress.hessian import collect_hessians
@@ -94,31 +97,24 @@ def compress_model(
                 return Container({n: e.entry for n, e in encoded.items()}, model_config, files, info)
             return build
 
-        heal_report = None
+        heal_at = _heal_stage(config, stages)
         # Every SNR's reference: the input's weights. Only a heal moves them, so only then copy.
-        unhealed = {name: p.detach().clone() if config.heal.steps else p.detach() for name, p in params.items()}
-        if config.heal.steps:
-            before_eval = None  # stage 1 without healing, to report what the heal bought
-            if evaluate is not None:
-                before = encode_sources(_sources(params, groups, unhealed), config.stage1.spec)
-                before_eval = _evaluate(evaluate, _decoded_model(model_config, before))
-            bitnet = {n for n, g in groups.items() if config.stage1.spec(g).codec == "bitnet158"}
-            log.info("healing %d steps", config.heal.steps)
+        unhealed = {name: p.detach().clone() if heal_at else p.detach() for name, p in params.items()}
+        heal1 = None
+        if heal_at == "stage1":
             # Healing adapts the latent weights to their ternary projection; used as plain fp
             # weights they are much worse than the originals (measured on the embedded default:
             # retention 0.013), so only their encoding ships, and `fp` stage 2 restores the input's.
-            heal_report = heal(model, heal_batches, config.heal, lambda m: f"{m}.weight" in bitnet, seed=config.seed)
-            heal_report |= {"test_mean_before": before_eval["mean"] if before_eval else None,
-                            "retention_before": _retention(before_eval, base),
-                            "perplexity_before": before_eval.get("perplexity") if before_eval else None}
+            heal1 = _heal(model, model_config, groups, config.stage1, config, heal_batches, evaluate, base,
+                          lambda: encode_sources(_sources(params, groups, unhealed), config.stage1.spec))
 
         sources1 = _sources(params, groups, unhealed)
         stage1, enc1, model1 = _run_stage(
             "stage1", sources1, config.stage1, tmp, container_of("stage1"),
             target_bytes if stages == 1 else None, evaluate, base, n_params, score)
-        if heal_report is not None:
-            heal_report |= {"test_mean_after": stage1.get("test_mean"), "retention_after": stage1.get("retention")}
-            stage1["heal"] = heal_report
+        if heal1 is not None:
+            stage1["heal"] = heal1 | {"test_mean_after": stage1.get("test_mean"),
+                                      "retention_after": stage1.get("retention")}
         result["stage1"] = stage1
 
         if stages == 1:
@@ -126,24 +122,91 @@ def compress_model(
             shutil.copyfile(tmp / "stage1" / CONTAINER_NAME, tmp / "final" / CONTAINER_NAME)
             result["final"] = stage1 | {"path": f"final/{CONTAINER_NAME}"}
         else:
-            if config.stage2_source == "fp" and config.heal.steps:
+            if config.stage2_source == "fp" and heal1 is not None:
                 with torch.no_grad():
                     for name, p in params.items():
                         p.copy_(unhealed[name])
             source_model = model if config.stage2_source == "fp" else model1
             source_params = dict(source_model.named_parameters())
-            hessians = _hessians(source_model, groups, config, calibration_batches)
-            # The error a stage-2 codec adds is measured against the input model's weights, so
-            # the final SNR includes stage 1's error when stage 2 starts from stage 1's output.
-            sources2 = [Source(n, groups[n], source_params[n].detach(), unhealed[n],
-                               hessians.get(n), enc1[n]) for n in params]
+
+            def sources2(hessians: dict[str, torch.Tensor]) -> list[Source]:
+                # The error a stage-2 codec adds is measured against the input model's weights, so
+                # the final SNR includes stage 1's error when stage 2 starts from stage 1's output.
+                return [Source(n, groups[n], source_params[n].detach(), unhealed[n], hessians.get(n), enc1[n])
+                        for n in params]
+
+            heal2 = None
+            if heal_at == "stage2":
+                heal2 = _heal(source_model, model_config, groups, config.stage2, config, heal_batches, evaluate, base,
+                              lambda: encode_sources(sources2(_hessians(source_model, groups, config,
+                                                                        calibration_batches)),
+                                                     config.stage2.spec))
+            # Hessians of the model as stage 2 will ship it: a healed group at its ternary projection.
+            hessians = _hessians(_projected(source_model, groups, config.stage2) if heal2 else source_model,
+                                 groups, config, calibration_batches)
             result["final"], _, _ = _run_stage(
-                "final", sources2, config.stage2, tmp, container_of("final"), target_bytes, evaluate, base,
-                n_params, score)
+                "final", sources2(hessians), config.stage2, tmp, container_of("final"), target_bytes, evaluate,
+                base, n_params, score)
             result["final"]["hessians"] = len(hessians)
             result["final"]["input"] = config.stage2_source
+            if heal2 is not None:
+                result["final"]["heal"] = heal2 | {"test_mean_after": result["final"].get("test_mean"),
+                                                   "retention_after": result["final"].get("retention")}
         write_json(tmp / "stats.json", result)
     return result
+
+
+TERNARY = "bitnet158"
+
+
+def _heal_stage(config: CompressConfig, stages: int) -> str | None:
+    """Which stage the heal precedes: the first that ternarizes a group (``bitnet158``).
+
+    Stage 1 when it has a ternary group; else stage 2 (its re-encoded groups train on stage 1's
+    decoded weights, its ``keep`` groups stay frozen). None without heal steps, or when only an
+    unrun stage 2 ternarizes (``stages=1``)."""
+    if not config.heal.steps:
+        return None
+    ternary = {name: any(stage.spec(g).codec == TERNARY for g in GROUPS)
+               for name, stage in (("stage1", config.stage1), ("stage2", config.stage2))}
+    if not any(ternary.values()):
+        raise ForgeError("compress.heal.steps > 0 but no group of compress.stage1 or compress.stage2 uses "
+                         f"codec {TERNARY}: nothing to heal; set compress.heal.steps: 0")
+    if ternary["stage1"]:
+        return "stage1"
+    return "stage2" if stages == 2 else None
+
+
+def _heal(model: PreTrainedModel, model_config: dict, groups: dict[str, str], stage: StageConfig,
+          config: CompressConfig, batches: Batches, evaluate: Evaluate | None, base: float | None,
+          encode_unhealed: Callable[[], dict[str, Encoded]]) -> dict[str, Any]:
+    """Heal ``model`` in place before ``stage``: its ternary groups train through BitLinear, the
+    groups it keeps (``keep``: the stage-1 payload ships) are frozen. Reports the stage's
+    evaluation without the heal (``encode_unhealed``), to show what the heal bought."""
+    before = _evaluate(evaluate, _decoded_model(model_config, encode_unhealed())) if evaluate else None
+    ternary = {n for n, g in groups.items() if stage.spec(g).codec == TERNARY}
+    frozen = [p for n, p in model.named_parameters() if stage.spec(groups[n]).codec == KEEP]
+    log.info("healing %d steps (%d ternary tensors, %d frozen)", config.heal.steps, len(ternary), len(frozen))
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        report = heal(model, batches, config.heal, lambda m: f"{m}.weight" in ternary, seed=config.seed)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return report | {"test_mean_before": before["mean"] if before else None, "retention_before": _retention(before, base),
+                     "perplexity_before": before.get("perplexity") if before else None, "frozen_tensors": len(frozen)}
+
+
+def _projected(model: PreTrainedModel, groups: dict[str, str], stage: StageConfig) -> PreTrainedModel:
+    """A copy of ``model`` with ``stage``'s ternary groups at their decoded ternary weights."""
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in out.named_parameters():
+            spec = stage.spec(groups[name])
+            if spec.codec == TERNARY:
+                p.copy_(decode_entry(encode_tensor(p.detach(), groups[name], spec).entry))
+    return out
 
 
 def _load_fp32(model_dir: str | os.PathLike) -> PreTrainedModel:

@@ -238,3 +238,41 @@ def test_decoding_rounds_to_fp16_except_the_lossless_fp32_codec():
     bitnet = decode_entry(entry("bitnet158"))
     assert torch.equal(bitnet, bitnet.half().float())
     assert (REGISTRY["bitnet158"].decode(entry("bitnet158").payload) - bitnet).abs().max() < 1e-3
+
+
+def test_heal_precedes_stage2_when_only_stage2_ternarizes(tiny_model_dir, token_batch, tmp_path):
+    """Stage 1 is a 4-bit grid; stage 2 ternarizes the MLP, so the heal trains stage 1's decoded
+    weights before stage 2, with the groups stage 2 keeps frozen (their stage-1 payload ships)."""
+    config = from_dict(CompressConfig, {
+        "stage1": {"attention": {"codec": "int8"}, "mlp": {"codec": "gptq", "bits": 4, "group_size": 32},
+                   "embeddings": {"codec": "int8"}, "lm_head": {"codec": "int8"}, "norms": {"codec": "fp16"}},
+        "stage2": {"attention": {"codec": "gptq", "bits": 4, "group_size": 32}, "mlp": {"codec": "bitnet158"},
+                   "embeddings": {"codec": "keep"}, "lm_head": {"codec": "keep"}, "norms": {"codec": "fp16"}},
+        "heal": {"steps": 40, "lr": 3e-3, "ramp_steps": 10}, "calibration_batches": 2,
+    }, "compress")
+    out = tmp_path / "c"
+    stats = compress_model(tiny_model_dir, out, config, evaluate=make_evaluate(token_batch),
+                           heal_batches=itertools.repeat(token_batch),
+                           calibration_batches=itertools.repeat(token_batch))
+    assert "heal" not in stats["stage1"]
+    healed = stats["final"]["heal"]
+    tables = [n for n in read_container(out / "stage1" / CONTAINER_NAME).entries if "embed" in n or "lm_head" in n]
+    assert healed["steps"] == 40 and healed["modules"] == 6 and healed["frozen_tensors"] == len(tables) >= 1
+    assert healed["test_mean_after"] == stats["final"]["test_mean"]
+    # the heal fits the batch through the ternary projection (measured 40.3 -> 20.2)
+    assert stats["final"]["perplexity"] < 0.6 * healed["perplexity_before"], (stats["final"], healed)
+    assert stats["final"]["groups"]["mlp"]["codec"] == "bitnet158" and stats["final"]["hessians"] > 0
+    stage1 = read_container(out / "stage1" / CONTAINER_NAME).entries
+    final = read_container(out / "final" / CONTAINER_NAME).entries
+    for name in tables:  # frozen during the heal, and their stage-1 payload ships unchanged
+        assert final[name].payload.tensors["q"].equal(stage1[name].payload.tensors["q"])
+
+
+def test_heal_without_a_ternary_group_names_the_key(tiny_model_dir, token_batch, tmp_path):
+    config = from_dict(CompressConfig, {
+        "stage1": {g: {"codec": "int8"} for g in ("attention", "mlp", "embeddings", "lm_head")},
+        "stage2": {g: {"codec": "keep"} for g in ("attention", "mlp", "embeddings", "lm_head")},
+        "heal": {"steps": 4, "ramp_steps": 1}}, "compress")
+    with pytest.raises(ForgeError, match=r"compress\.heal\.steps > 0 but no group .* uses codec bitnet158"):
+        compress_model(tiny_model_dir, tmp_path / "c", config, heal_batches=itertools.repeat(token_batch))
+    assert not (tmp_path / "c").exists()
