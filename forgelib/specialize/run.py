@@ -37,6 +37,9 @@ from forgelib.specialize.model import SpecializedModel, encode_side_files
 SVD_FILE = "svd.safetensors"
 
 
+SVF_EXPERTS_HEADER = "family\tvariant\tparams\tvalidation\ttest\n"
+MIXING_HEADER = "iteration\tshots_accuracy\tshots_neg_nll\n"
+
 def cached_svd(model, svd_dir: str | Path) -> tuple[dict, bool]:
     """The SVD of the model's adapted weights, from ``svd_dir`` when it was computed for these
     same weights (their sha256 is the cache's identity), else computed and stored there."""
@@ -145,11 +148,12 @@ def build_svf(model, tokenizer, tasks: Mapping, svd: dict, cfg: SVFConfig, *, se
                               test_examples=m.test_examples, population=m.population,
                               elite_fraction=m.elite_fraction, iterations=m.iterations, seed=seed,
                               batch_size=cfg.eval_batch_size)
-        write_text_atomic(plots_dir / "mixing_cem.tsv", "iteration\tshots_accuracy\tshots_neg_nll\n" + "".join(
-            f"{h['iteration']}\t{h['best'][0]}\t{h['best'][1]}\n" for h in mixing["history"]))
+    # dvc.yaml declares the plot, so it is written with mixing off too (its header alone)
+    write_text_atomic(plots_dir / "mixing_cem.tsv", MIXING_HEADER + "".join(
+        f"{h['iteration']}\t{h['best'][0]}\t{h['best'][1]}\n" for h in (mixing["history"] if mixing else [])))
 
     write_text_atomic(plots_dir / "svf_training.tsv", "\n".join(curves) + "\n")
-    write_text_atomic(plots_dir / "svf_experts.tsv", "family\tvariant\tparams\tvalidation\ttest\n" + "".join(
+    write_text_atomic(plots_dir / "svf_experts.tsv", SVF_EXPERTS_HEADER + "".join(
         f"{f}\t{variant}\t{params}\t{val}\t{test}\n" for f, r in reports.items() for variant, params, val, test in [
             *((f"svf_{m}", r["params"], s["validation"], s["test"]) for m, s in r["methods"].items()),
             ("lora", r["lora_params"], (r["lora_validation"] or {}).get(str(r["lora_lr"])), r["lora_test"]),
@@ -224,6 +228,10 @@ def run_specialize(cfg: SpecializeConfig, *, data_dir: str | Path, input_dir: st
         result = bake(model, tokenizer, tasks, cfg.bake, seed=cfg.seed, plots_dir=plots_dir)
         model, bake_metrics = result.model, result.metrics
         timings["bake"] = time.perf_counter() - started - sum(timings.values())
+    else:  # dvc.yaml declares the plot: with the bake off it is the header alone
+        from forgelib.specialize.bake import write_curve
+
+        write_curve(plots_dir, [])
 
     block, side_files, svd_reused = None, {}, None
     card_experts = {}
@@ -238,6 +246,9 @@ def run_specialize(cfg: SpecializeConfig, *, data_dir: str | Path, input_dir: st
         card_experts = {f: {"label": labels[f], "params": r["params"], "method": cfg.svf.method,
                             "validation": r["validation"], "test": r["test"]} for f, r in block["experts"].items()}
         timings["svf"] = time.perf_counter() - started - sum(timings.values())
+    else:  # dvc.yaml declares these plots: with SVF off they are their headers alone
+        write_text_atomic(plots_dir / "svf_experts.tsv", SVF_EXPERTS_HEADER)
+        write_text_atomic(plots_dir / "mixing_cem.tsv", MIXING_HEADER)
 
     card = {
         "name": "forge-specialized",

@@ -175,3 +175,6 @@ def test_stage_with_everything_off_passes_the_model_through(two_families, tmp_pa
     assert metrics["svf"] is None and metrics["bake"] is None
     assert metrics["test_mean_adapted"] == metrics["test_mean"] == metrics["input_test_mean"]
     assert not is_specialized(tmp_path / "out")
+    # every plot dvc.yaml declares exists, as its header alone (dvc repro fails on a missing one)
+    assert {p.name: p.read_text().count("\n") for p in (tmp_path / "plots").iterdir()} == {
+        "svf_experts.tsv": 1, "mixing_cem.tsv": 1, "bake_curve.tsv": 1}
