@@ -47,6 +47,7 @@ from forgelib.models.hf import load_weights
 
 log = logging.getLogger(__name__)
 LINEAR_GROUPS = ("attention", "mlp")  # the decoder blocks' projection matrices
+TERNARY = "bitnet158"  # the codec a heal trains for
 Evaluate = Callable[[PreTrainedModel], Mapping[str, Any]]
 Batches = Iterable[Mapping[str, torch.Tensor]]
 
@@ -155,8 +156,6 @@ def compress_model(
         write_json(tmp / "stats.json", result)
     return result
 
-
-TERNARY = "bitnet158"
 
 
 def _heal_stage(config: CompressConfig, stages: int) -> str | None:

@@ -35,10 +35,9 @@ from forgelib.specialize.mixing import few_shot_mix
 from forgelib.specialize.model import SpecializedModel, encode_side_files
 
 SVD_FILE = "svd.safetensors"
-
-
 SVF_EXPERTS_HEADER = "family\tvariant\tparams\tvalidation\ttest\n"
 MIXING_HEADER = "iteration\tshots_accuracy\tshots_neg_nll\n"
+
 
 def cached_svd(model, svd_dir: str | Path) -> tuple[dict, bool]:
     """The SVD of the model's adapted weights, from ``svd_dir`` when it was computed for these
