@@ -21,6 +21,10 @@ is exact match pooled over the **beyond-length** sets; ``details`` has every set
 rate (a well-formed ``[calc:...]`` was written), argument correctness (the written call evaluates
 to the right answer) and MCP latency per call and at start-up.
 
+A call task the params do not prepare (the SmolLM2 profile has none of the three) is generated at
+the embedded suite's level (:func:`forgelib.agents.tooldata.call_rows`), ``n_test`` test rows and
+up to ``n_generated`` train rows, and named in ``details.generated_call_tasks``.
+
 Training rows: the suite's train splits of add/mod_add/mod_mul plus ``n_generated`` 2-digit
 products, and a ``replay_fraction`` of the other tasks' train rows (direct answers in both twins)
 so the tool model keeps its other skills.
@@ -49,7 +53,7 @@ from forgelib.agents.config import ToolArmsConfig
 from forgelib.agents.mcp_client import McpClient, ToolReply
 from forgelib.agents.toolcall import (ToolCall, Trace, format_call, format_result, hf_generate, mcp_tool,
                                       run_with_tools)
-from forgelib.agents.tooldata import (CALL_TASKS, check_fits, encode_tool_row, load_call_rows, operand_rows,
+from forgelib.agents.tooldata import (CALL_TASKS, call_rows, check_fits, encode_tool_row, operand_rows,
                                       plain_row, tool_row)
 from forgelib.io import write_json
 
@@ -57,23 +61,24 @@ ARMS = ("no_tool", "mcp", "wrong_tool", "oracle_call")
 BEYOND_DIGITS = (3, 4)
 
 
-def build_sets(data_dir: str | Path, config: ToolArmsConfig) -> tuple[list[dict], dict, dict]:
-    """``(train_rows, in_length_sets, beyond_sets)``; the sets map a name to rows."""
+def build_sets(data_dir: str | Path, config: ToolArmsConfig) -> tuple[list[dict], dict, dict, list[str]]:
+    """``(train_rows, in_length_sets, beyond_sets, generated_tasks)``; the sets map a name to rows."""
     from forgelib.data.tasks import load_tasks
 
-    suite_test = load_call_rows(data_dir, "test")
+    suite_train, suite_test, generated = call_rows(data_dir, n_train=config.n_generated, n_test=config.n_test,
+                                                   seed=config.seed)
     in_length = {t: [r for r in suite_test if r["task"] == t] for t in ("add", "mod_add", "mod_mul")}
     in_length["mul"] = operand_rows("mul", 2, config.n_test, config.seed + 1)
     beyond = {f"{op}_{d}": operand_rows(op, d, config.n_test, config.seed + 1) for op in ("add", "mul")
               for d in BEYOND_DIGITS}
     held_out = {r["prompt"] for r in in_length["mul"]}
-    train = load_call_rows(data_dir, "train") + operand_rows("mul", 2, config.n_generated, config.seed, exclude=held_out)
+    train = suite_train + operand_rows("mul", 2, config.n_generated, config.seed, exclude=held_out)
     if config.replay_fraction > 0:
         others = [dict(r) for name, splits in load_tasks(data_dir).items()
                   if name not in ("add", "mod_add", "mod_mul") for r in splits["train"]]
         want = round(len(train) * config.replay_fraction / (1 - config.replay_fraction))
         train += random.Random(f"replay:{config.seed}").sample(others, min(want, len(others)))
-    return train, in_length, beyond
+    return train, in_length, beyond, generated
 
 
 def fine_tune(model, tokenizer, rows: Sequence[dict], config: ToolArmsConfig, *, desc: str):
@@ -155,7 +160,7 @@ def run_tool_arms(model_dir: str | Path, *, data_dir: str | Path, out_model_dir:
 
     config = dataclasses.replace(config or ToolArmsConfig(), **overrides)
     model, tokenizer = load_model(model_dir)
-    train, in_length, beyond = build_sets(data_dir, config)
+    train, in_length, beyond, generated = build_sets(data_dir, config)
     sets = {**{f"in/{k}": v for k, v in in_length.items()}, **{f"beyond/{k}": v for k, v in beyond.items()}}
     all_test = [tool_row(r) for rows in sets.values() for r in rows]
     check_fits([tool_row(r) if r["task"] in CALL_TASKS else plain_row(r) for r in train]
@@ -204,6 +209,7 @@ def run_tool_arms(model_dir: str | Path, *, data_dir: str | Path, out_model_dir:
         "argument_correct": {"mcp": _pooled(per_arm["mcp"], [*in_names, *beyond_names], "argument_correct")},
         "sets": per_arm,
         "latency": {"startup_s": startup_s, "per_call": _latency(mcp_seconds)},
+        "generated_call_tasks": generated,
         "train": {"rows": len(train), "steps": config.steps, "tool_final_loss": tool_history[-1]["loss"],
                   "no_tool_final_loss": plain_history[-1]["loss"], "config": dataclasses.asdict(config)},
     }

@@ -12,7 +12,7 @@ The loss covers the call, the answer and ``<eos>``, not the prompt and not the r
 never to predict the tool's output. Rows of other tasks pass through unchanged (replay).
 
 Tasks with a call: ``add`` (``96+39=``), ``mod_add`` / ``mod_mul`` (``x op y % p =``) from the
-prepared data, and ``mul`` (``12*34=``), generated here with a seeded RNG since the suite has no
+prepared data (generated at the embedded suite's levels where a profile does not prepare them), and ``mul`` (``12*34=``), generated here with a seeded RNG since the suite has no
 plain product. :func:`operand_rows` makes add/mul sets at a given operand length: the trained
 length (up to 2 digits, like the suite's ``add`` at level 1) and beyond it (exactly 3 and 4 digits).
 """
@@ -94,15 +94,38 @@ def operand_rows(op: str, digits: int, n: int, seed: int, *, exclude: set[str] =
     return rows
 
 
-def load_call_rows(data_dir: str | Path, split: str) -> list[dict]:
-    """The prepared rows of ``split`` for the suite's tasks that have a call (add, mod_add, mod_mul)."""
-    from forgelib.data.tasks import load_tasks
+SUITE_LEVELS = {"add": 1, "mod_add": 4, "mod_mul": 4}
+"""The embedded suite's levels of the call tasks (params.yaml ``prepare.levels``): 2-digit sums and
+sums/products mod 97. Used for a call task that the prepared data does not have."""
+
+
+def call_rows(data_dir: str | Path, *, n_train: int, n_test: int, seed: int) -> tuple[list[dict], list[dict], list[str]]:
+    """``(train, test, generated)``: the rows of the suite's tasks that have a call (add, mod_add, mod_mul).
+
+    A task in ``data_dir`` gives its prepared train and test splits. A task the params do not
+    prepare (the SmolLM2 profile prepares reasoning-gym and string tasks) is generated here at
+    :data:`SUITE_LEVELS` with the prepare stage's generator, test rows first and then at most
+    ``n_train`` train rows, so the two never share a prompt; its name is listed in ``generated``.
+    """
+    from forgelib.data.tasks import generate, get_task, load_tasks
+    from forgelib.data.tasks.registry import split_sizes
 
     tasks = load_tasks(data_dir)
-    missing = [t for t in ("add", "mod_add", "mod_mul") if t not in tasks]
-    if missing:
-        raise ForgeError(f"{data_dir}: the tool data needs tasks {', '.join(missing)}; add them to prepare.tasks")
-    return [dict(r) for t in ("add", "mod_add", "mod_mul") for r in tasks[t][split]]
+    train: list[dict] = []
+    test: list[dict] = []
+    generated: list[str] = []
+    for task in ("add", "mod_add", "mod_mul"):
+        if task in tasks:
+            train += [dict(r) for r in tasks[task]["train"]]
+            test += [dict(r) for r in tasks[task]["test"]]
+            continue
+        level = SUITE_LEVELS[task]
+        n_tr, _, n_te = split_sizes(get_task(task).space(level), n_train, 0, n_test, 0.5)
+        rows = generate(task, level, n_te + n_tr, seed)
+        test += rows[:n_te]
+        train += rows[n_te:]
+        generated.append(task)
+    return train, test, generated
 
 
 def check_fits(rows: Sequence[dict], max_positions: int, tokenizer) -> None:

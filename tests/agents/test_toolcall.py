@@ -271,3 +271,46 @@ def test_run_tool_arms_end_to_end_on_a_small_suite(tmp_path):
     assert read_json(tmp_path / "tools.json") == result
     model, _ = load_model(tmp_path / "agents")
     assert model.config.num_hidden_layers == 1
+
+
+def test_call_tasks_missing_from_the_suite_are_generated_disjoint(tmp_path):
+    """A profile that prepares none of add/mod_add/mod_mul (SmolLM2's) still gets tool data: the
+    tasks are generated at the embedded suite's levels, test and train share no prompt."""
+    from forgelib.agents.config import ToolArmsConfig
+    from forgelib.agents.tool_arms import build_sets
+    from forgelib.agents.tooldata import SUITE_LEVELS, tool_row
+    from forgelib.data.config import PrepareConfig
+    from forgelib.data.prepare import prepare
+
+    data = tmp_path / "data"
+    prepare(PrepareConfig(tasks=("copy", "reverse"), default_level=1, n_train=50, n_val=5, n_test=5), data)
+    config = ToolArmsConfig(n_generated=120, n_test=16, replay_fraction=0.25)
+    train, in_length, beyond, generated = build_sets(data, config)
+    assert generated == ["add", "mod_add", "mod_mul"]
+    for task in generated:
+        test_rows = in_length[task]
+        assert len(test_rows) == 16 and {r["level"] for r in test_rows} == {SUITE_LEVELS[task]}
+        train_prompts = {r["prompt"] for r in train if r["task"] == task}
+        assert len(train_prompts) == 120 and not train_prompts & {r["prompt"] for r in test_rows}
+    assert all(r["prompt"].endswith("%97=") for r in in_length["mod_mul"])
+    assert all(int(tool_row(r)["result"]) == int(r["answer"]) for r in in_length["mod_add"] + in_length["mod_mul"])
+    # replay: the other tasks are a quarter of the rows
+    replay = sum(r["task"] in ("copy", "reverse") for r in train)
+    assert replay == 100  # all 100 prepared train rows (fewer than the 0.25 share asks for)
+    assert len(beyond["mul_4"]) == 16
+
+
+def test_prepared_call_tasks_are_used_as_prepared(tmp_path):
+    from forgelib.agents.config import ToolArmsConfig
+    from forgelib.agents.tool_arms import build_sets
+    from forgelib.data.config import PrepareConfig
+    from forgelib.data.prepare import prepare
+    from forgelib.data.tasks import load_tasks
+
+    data = tmp_path / "data"
+    prepare(PrepareConfig(tasks=("add", "mod_add", "mod_mul"), default_level=1, n_train=40, n_val=5, n_test=7), data)
+    train, in_length, _, generated = build_sets(data, ToolArmsConfig(n_generated=10, n_test=3, replay_fraction=0))
+    assert generated == []
+    tasks = load_tasks(data)
+    for task in ("add", "mod_add", "mod_mul"):
+        assert [r["prompt"] for r in in_length[task]] == list(tasks[task]["test"]["prompt"])
