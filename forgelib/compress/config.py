@@ -17,6 +17,7 @@ from forgelib.compress.codecs.registry import CODECS, REGISTRY, config_to_dict, 
 from forgelib.compress.groups import GROUPS
 from forgelib.configtools import FieldError, check, doc, field_docs
 from forgelib.errors import ForgeError
+from forgelib.train.schedule import SCHEDULES
 
 KEEP = "keep"  # stage 2 only: carry the stage-1 payload over unchanged
 
@@ -170,7 +171,9 @@ class HealConfig:
     """Quantization-aware fine-tune of the bitnet158-assigned linear layers (BitLinear + STE)."""
 
     steps: int = doc("Optimizer steps; 0 disables healing. Needs heal batches from the caller.", default=0)
-    lr: float = doc("AdamW learning rate.", default=3e-4)
+    lr: float = doc("AdamW learning rate (the peak, under lr_schedule).", default=3e-4)
+    lr_schedule: str = doc("constant, or cosine: decay from lr to a tenth of it over the steps "
+                           "(forgelib.train.schedule.learning_rate, no warmup).", default="constant")
     ramp_steps: int = doc("Steps over which lam = min(step/ramp_steps, 1) blends quantization in (0: at once).",
                           default=0)
     weight_decay: float = doc("AdamW weight decay.", default=0.0)
@@ -183,6 +186,7 @@ class HealConfig:
     def __post_init__(self) -> None:
         check(self.steps >= 0, "steps", "an integer >= 0", self.steps)
         check(self.lr > 0, "lr", "a number > 0", self.lr)
+        check(self.lr_schedule in SCHEDULES, "lr_schedule", f"one of {', '.join(SCHEDULES)}", self.lr_schedule)
         check(0 <= self.ramp_steps and (self.steps == 0 or self.ramp_steps < self.steps), "ramp_steps",
               f"an integer in [0, steps={self.steps}) so the last steps train at lam = 1", self.ramp_steps)
         check(self.weight_decay >= 0, "weight_decay", "a number >= 0", self.weight_decay)

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from forgelib.compress.bitlinear import ramp, set_lambda, swap_bitlinear_for_linear, swap_linear_for_bitlinear
 from forgelib.compress.config import HealConfig
 from forgelib.errors import ForgeError
+from forgelib.train.schedule import learning_rate
 
 LOG_POINTS = 20  # losses kept in the report (evenly spaced), enough for a curve
 
@@ -43,6 +44,9 @@ def heal(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], config
             torch.manual_seed(seed)
             for step in tqdm(range(config.steps), desc="heal", unit="step", leave=False):
                 set_lambda(model, ramp(step, config.ramp_steps))
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step, peak=config.lr, warmup_steps=0, total_steps=config.steps,
+                                                schedule=config.lr_schedule)
                 batch = next(batch_iter, None)
                 if batch is None:
                     raise ForgeError(f"compress.heal: heal batches ran out after {step} of heal.steps="
@@ -60,4 +64,5 @@ def heal(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], config
         model.eval()
     every = max(1, len(losses) // LOG_POINTS)
     return {"steps": config.steps, "modules": len(swapped), "loss_first": losses[0], "loss_last": losses[-1],
+            "lr_schedule": config.lr_schedule, "lr_last": optimizer.param_groups[0]["lr"],
             "loss_curve": [[i, losses[i]] for i in range(0, len(losses), every)]}

@@ -177,6 +177,16 @@ def test_heal_recovers_a_ternarized_model(token_batch):
                   lambda name: "layers" in name, seed=0)
     assert report["modules"] == 14 and all(type(m).__name__ != "BitLinear" for m in model.modules())
     assert ternarized_loss() < 0.2 * before
+    assert report["lr_schedule"] == "constant" and report["lr_last"] == 3e-3
+
+
+def test_heal_cosine_schedule_decays_the_rate(token_batch):
+    model = build_llama(llama_config(vocab_size=40, hidden_size=32, num_layers=1, num_heads=2), seed=1)
+    report = heal(model, itertools.repeat(token_batch), HealConfig(steps=20, lr=2e-3, ramp_steps=5, lr_schedule="cosine"),
+                  lambda name: "mlp" in name, seed=0)
+    # the last step's rate: 2e-3 * (0.1 + 0.9 * 0.5 * (1 + cos(pi * 19 / 20))), just above the floor
+    expected = 2e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 19 / 20)))
+    assert report["lr_last"] == pytest.approx(expected, rel=1e-9) and report["lr_last"] < 0.11 * 2e-3
 
 
 def test_config_parsing_names_bad_keys():
@@ -187,6 +197,7 @@ def test_config_parsing_names_bad_keys():
                      ({"stage2": {"mlp": {"codec": "zip"}}}, r"compress\.stage2\.mlp\.codec: unknown codec"),
                      ({"heal": {"steps": 10, "ramp_steps": 10}}, r"compress\.heal\.ramp_steps: expected"),
                      ({"heal": {"lr0": 1}}, r"compress\.heal\.lr0: unknown key"),
+                     ({"heal": {"lr_schedule": "linear"}}, r"compress\.heal\.lr_schedule: expected one of constant, cosine"),
                      ({"stage2_source": "x"}, r"compress\.stage2_source: expected"),
                      ({"stage2": {"ladder": {"mlp": []}}}, r"compress\.stage2\.ladder\.mlp: expected"),
                      ({"stage2": {"ladder": {"mlp": [{"codec": "vptq", "k": 5}]}}},
