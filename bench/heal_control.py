@@ -3,10 +3,10 @@
 The ``compress`` stage's heal (:func:`forgelib.compress.heal.heal`) trains the model with its
 bitnet158 layers as BitLinear (straight-through estimator) on the train rows, then ternarizes
 them. Part of what it buys is plain extra training of a model that had not converged. This script
-runs the same loop on ``--input`` (the specialized model, plain weights) with the same batches
-(``infinite_batches`` over every task's train rows, ``compress.batch_size``, seed
-``compress.seed``), optimizer (AdamW, ``compress.heal.lr`` under ``lr_schedule``, weight decay,
-clipping) and steps, but no layer is swapped, and prints the validation and test exact match of
+runs the same function on ``--input`` (the specialized model, plain weights) with
+``ternarize=False`` and the same batches (``infinite_batches`` over every task's train rows,
+``compress.batch_size``, seed ``compress.seed``), optimizer, schedule, clipping and steps, so no
+layer is swapped, and prints the validation and test exact match of
 the input, of this full-precision fine-tune, and of the committed compressed containers as
 plain weights, side by side. Compression's own cost is then the fine-tuned control minus the
 shipped container, not the input minus the container.
@@ -20,11 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-from torch import nn
-from tqdm.auto import tqdm
-
 from forgelib.compress.container import CONTAINER_NAME
+from forgelib.compress.heal import heal
 from forgelib.compress.loader import load_model_any
 from forgelib.config import load_section
 from forgelib.data.batching import encode_rows, infinite_batches
@@ -33,32 +30,6 @@ from forgelib.eval.evaluate import fast_mean_exact_match
 from forgelib.io import write_json
 from forgelib.models.hf import load_model
 from forgelib.runtime import configure_torch
-from forgelib.train.schedule import learning_rate
-
-
-def fine_tune(model, batches, heal, *, seed: int) -> list[float]:
-    """``heal``'s loop (optimizer, schedule, clipping, seed) with every layer in full precision."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=heal.lr,
-                                  weight_decay=heal.weight_decay)
-    losses = []
-    model.train()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for step in tqdm(range(heal.steps), desc="control", unit="step", leave=False):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, peak=heal.lr, warmup_steps=0, total_steps=heal.steps,
-                                            schedule=heal.lr_schedule)
-            batch = next(batches)
-            loss = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                         labels=batch["labels"]).loss
-            loss.backward()
-            if heal.max_grad_norm > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), heal.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-    model.eval()
-    return losses
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"heal": {"steps": cfg.heal.steps, "lr": cfg.heal.lr, "lr_schedule": cfg.heal.lr_schedule},
               "input": scores(model)}
     batches = infinite_batches(rows, batch_size=cfg.batch_size, pad_id=tokenizer.pad_token_id, seed=cfg.seed)
-    losses = fine_tune(model, batches, cfg.heal, seed=cfg.seed)
-    result["control_fine_tune"] = {**scores(model), "loss_first": losses[0], "loss_last": losses[-1]}
+    report = heal(model, batches, cfg.heal, lambda name: False, seed=cfg.seed, ternarize=False)
+    result["control_fine_tune"] = {**scores(model), "loss_first": report["loss_first"], "loss_last": report["loss_last"]}
     for stage in ("stage1", "final"):
         path = args.compressed / stage / CONTAINER_NAME
         if path.is_file():

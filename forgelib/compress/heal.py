@@ -24,15 +24,16 @@ LOG_POINTS = 20  # losses kept in the report (evenly spaced), enough for a curve
 
 
 def heal(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], config: HealConfig,
-         include: Callable[[str], bool], *, seed: int) -> dict:
+         include: Callable[[str], bool], *, seed: int, ternarize: bool = True) -> dict:
     """Fine-tune ``model`` in place with BitLinear on the modules ``include`` selects.
 
     ``batches`` yields dicts with ``input_ids``, ``attention_mask`` and ``labels`` (-100 where
     no loss), e.g. built with ``forgelib.data.batching.collate``; it must last ``config.steps``
-    batches (pass ``itertools.cycle(...)`` for a small set).
+    batches (pass ``itertools.cycle(...)`` for a small set). ``ternarize=False`` swaps nothing:
+    the same loop in full precision, the heal's control arm (``bench/heal_control.py``).
     """
-    swapped = swap_linear_for_bitlinear(model, include, quantize_activations=config.quantize_activations)
-    if not swapped:
+    swapped = swap_linear_for_bitlinear(model, include, quantize_activations=config.quantize_activations) if ternarize else []
+    if ternarize and not swapped:
         raise ForgeError("compress.heal: no nn.Linear is assigned to bitnet158, nothing to heal; set heal.steps: 0")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=config.lr, weight_decay=config.weight_decay)

@@ -180,6 +180,15 @@ def test_heal_recovers_a_ternarized_model(token_batch):
     assert report["lr_schedule"] == "constant" and report["lr_last"] == 3e-3
 
 
+def test_heal_without_ternarizing_is_the_same_loop_in_full_precision(token_batch):
+    """The control arm: nothing is swapped, the weights train, the loss on the batch falls."""
+    model = build_llama(llama_config(vocab_size=40, hidden_size=32, num_layers=1, num_heads=2), seed=1)
+    report = heal(model, itertools.repeat(token_batch), HealConfig(steps=30, lr=3e-3, ramp_steps=5),
+                  lambda name: "mlp" in name, seed=0, ternarize=False)
+    assert report["modules"] == 0 and all(type(m).__name__ != "BitLinear" for m in model.modules())
+    assert report["loss_last"] < 0.5 * report["loss_first"]
+
+
 def test_heal_cosine_schedule_decays_the_rate(token_batch):
     model = build_llama(llama_config(vocab_size=40, hidden_size=32, num_layers=1, num_heads=2), seed=1)
     report = heal(model, itertools.repeat(token_batch), HealConfig(steps=20, lr=2e-3, ramp_steps=5, lr_schedule="cosine"),
