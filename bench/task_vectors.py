@@ -41,8 +41,7 @@ from forgelib.eval.evaluate import fast_mean_exact_match
 from forgelib.io import write_json
 from forgelib.models.hf import load_model, save_model
 from forgelib.runtime import configure_torch
-
-LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from forgelib.specialize.svf import ADAPTED
 
 
 def weight_grid(names: list[str]) -> list[tuple[float, ...]]:
@@ -66,7 +65,7 @@ def lora_specialists(cfg, tasks, ancestor: Path, out: Path, families: list[str],
         model, tokenizer = load_model(ancestor)
         torch.manual_seed(cfg.seed + 1)  # peft draws A at random
         peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, bias="none",
-                                                      target_modules=LINEAR))
+                                                      target_modules=list(ADAPTED)))
         rows = _mixed_rows(tasks, spec.family, spec.replay_fraction, cfg.seed)
         s = cfg.specialist
         train_sft(peft_model, encode_rows(tokenizer, rows),

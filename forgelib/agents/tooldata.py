@@ -12,9 +12,10 @@ The loss covers the call, the answer and ``<eos>``, not the prompt and not the r
 never to predict the tool's output. Rows of other tasks pass through unchanged (replay).
 
 Tasks with a call: ``add`` (``96+39=``), ``mod_add`` / ``mod_mul`` (``x op y % p =``) from the
-prepared data (generated at the embedded suite's levels where a profile does not prepare them), and ``mul`` (``12*34=``), generated here with a seeded RNG since the suite has no
-plain product. :func:`operand_rows` makes add/mul sets at a given operand length: the trained
-length (up to 2 digits, like the suite's ``add`` at level 1) and beyond it (exactly 3 and 4 digits).
+prepared data (generated at the embedded suite's levels where a profile does not prepare them),
+and ``mul`` (``12*34=``), generated here with a seeded RNG since the suite has no plain product.
+:func:`operand_rows` makes add/mul sets at a given operand length: the trained length (up to 2
+digits, like the suite's ``add`` at level 1) and beyond it (exactly 3 and 4 digits).
 """
 
 from __future__ import annotations

@@ -32,9 +32,12 @@ def heal(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], config
     batches (pass ``itertools.cycle(...)`` for a small set). ``ternarize=False`` swaps nothing:
     the same loop in full precision, the heal's control arm (``bench/heal_control.py``).
     """
-    swapped = swap_linear_for_bitlinear(model, include, quantize_activations=config.quantize_activations) if ternarize else []
-    if ternarize and not swapped:
-        raise ForgeError("compress.heal: no nn.Linear is assigned to bitnet158, nothing to heal; set heal.steps: 0")
+    swapped = []
+    if ternarize:
+        swapped = swap_linear_for_bitlinear(model, include, quantize_activations=config.quantize_activations)
+        if not swapped:
+            raise ForgeError("compress.heal: no nn.Linear is assigned to bitnet158, nothing to heal; "
+                             "set heal.steps: 0")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=config.lr, weight_decay=config.weight_decay)
     losses: list[float] = []
