@@ -99,3 +99,79 @@ def test_stage_creates_a_cost_only_metrics_file_and_writes_nothing_on_error(tmp_
         main()
     """)
     assert proc.returncode == 2 and json.loads(failed.read_text()) == {}
+
+
+def _seeded_training(seed: int) -> tuple[list[float], int]:
+    """A few seeded SGD steps and the process they ran in (a worker of worker_pool or this one)."""
+    import os
+
+    import torch
+
+    torch.manual_seed(seed)
+    layer = torch.nn.Linear(8, 8)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    x = torch.randn(32, 8)
+    for _ in range(5):
+        loss = (layer(x) - x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return layer.weight.flatten().tolist(), os.getpid()
+
+
+def _fails(message: str) -> None:
+    from forgelib.errors import ForgeError
+
+    raise ForgeError(message)
+
+
+def test_worker_pool_results_do_not_depend_on_the_worker_count(monkeypatch):
+    import os
+
+    from forgelib.runtime import InlineExecutor, worker_pool
+
+    results = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("FORGE_WORKERS", workers)
+        with worker_pool(3) as pool:
+            assert isinstance(pool, InlineExecutor) == (workers == "1")
+            results[workers] = [f.result() for f in [pool.submit(_seeded_training, s) for s in (0, 1, 2)]]
+    assert [w for w, _ in results["1"]] == [w for w, _ in results["2"]]  # bit for bit
+    assert {pid for _, pid in results["1"]} == {os.getpid()}
+    assert os.getpid() not in {pid for _, pid in results["2"]}  # the 2-worker run really ran elsewhere
+    assert results["1"][0][0] != results["1"][1][0]  # and the seeds matter
+
+
+def test_worker_pool_delivers_a_workers_forge_error(monkeypatch):
+    import pytest
+
+    from forgelib.errors import ForgeError
+    from forgelib.runtime import worker_pool
+
+    for workers in ("1", "2"):
+        monkeypatch.setenv("FORGE_WORKERS", workers)
+        with worker_pool(2) as pool:
+            future = pool.submit(_fails, "params.yaml: agents.memory.seeds: expected a list")
+            with pytest.raises(ForgeError, match="agents.memory.seeds"):
+                future.result()
+
+
+def test_worker_count_reads_forge_workers(monkeypatch):
+    import os
+
+    import pytest
+
+    from forgelib.errors import ForgeError
+    from forgelib.runtime import worker_count
+
+    monkeypatch.setenv("FORGE_WORKERS", "3")
+    assert worker_count() == 3
+    monkeypatch.delenv("FORGE_WORKERS")
+    monkeypatch.setenv("FORGE_NUM_THREADS", "1")
+    assert worker_count() == (os.cpu_count() or 1)
+    monkeypatch.setenv("FORGE_NUM_THREADS", str(2 * (os.cpu_count() or 1)))
+    assert worker_count() == 1  # threads already use every core
+    for bad in ("0", "two"):
+        monkeypatch.setenv("FORGE_WORKERS", bad)
+        with pytest.raises(ForgeError, match="FORGE_WORKERS.*integer >= 1"):
+            worker_count()

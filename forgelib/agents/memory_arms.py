@@ -246,32 +246,55 @@ def evaluate_distance(model, tokenizer, eps: Sequence[Episode], settings: Memory
     }
 
 
-def run_memory_arms(model_dir: str | Path, *, seeds: Sequence[int] = (0, 1, 2),
-                    settings: MemoryArmsSettings | None = None) -> dict:
-    """The arms over ``seeds`` (see the module doc); the contract keys first, then extras."""
+def memory_seed(model_dir: str | Path, seed: int, settings: MemoryArmsSettings) -> dict:
+    """One seed's arms: a fresh copy of the model fine-tuned with ``seed``, then every distance's
+    test episodes. Self-contained (it seeds torch itself), so it may run in a worker process."""
     from forgelib.models.hf import load_model
 
+    model, tokenizer = load_model(model_dir)
+    positions = int(model.config.max_position_embeddings)
+    window, full_window = window_chars(positions), window_chars(positions, slot=False)
+    if window < 8:
+        raise ForgeError(f"{model_dir}: max_position_embeddings {positions} leaves a {window}-character "
+                         "window; the memory task needs a model with at least 22 positions")
+    torch.manual_seed(seed)
+    val = finetune(model, tokenizer, settings, seed, window, full_window)
+    by_distance = {}
+    for distance in tqdm(settings.distances, desc=f"memory distances (seed {seed})", leave=False):
+        eps = episodes("test", distance, settings.episodes_per_distance, seed, **settings.task())
+        by_distance[str(distance)] = evaluate_distance(model, tokenizer, eps, settings, seed, window, full_window)
+    return {"seed": seed, "finetune_val_accuracy": val, "by_distance": by_distance,
+            "window": window, "full_window": full_window}
+
+
+def submit_memory_arms(pool, model_dir: str | Path, *, seeds: Sequence[int] = (0, 1, 2),
+                       settings: MemoryArmsSettings | None = None):
+    """Submit every seed to ``pool`` (:func:`forgelib.runtime.worker_pool`); returns a callable
+    that waits for them and gives :func:`run_memory_arms`'s result."""
     settings = settings or MemoryArmsSettings()
     if not seeds:
         raise ForgeError("memory arms: seeds must not be empty")
-    per_seed = []
-    for seed in tqdm(list(seeds), desc="memory seeds", leave=False):
-        model, tokenizer = load_model(model_dir)  # a fresh copy per seed
-        positions = int(model.config.max_position_embeddings)
-        window, full_window = window_chars(positions), window_chars(positions, slot=False)
-        if window < 8:
-            raise ForgeError(f"{model_dir}: max_position_embeddings {positions} leaves a {window}-character "
-                             "window; the memory task needs a model with at least 22 positions")
-        torch.manual_seed(seed)
-        val = finetune(model, tokenizer, settings, seed, window, full_window)
-        by_distance = {}
-        for distance in tqdm(settings.distances, desc="memory distances", leave=False):
-            eps = episodes("test", distance, settings.episodes_per_distance, seed, **settings.task())
-            by_distance[str(distance)] = evaluate_distance(model, tokenizer, eps, settings, seed, window,
-                                                           full_window)
-        per_seed.append({"seed": seed, "finetune_val_accuracy": val, "by_distance": by_distance})
-    beyond = [d for d in settings.distances if d + FACT_CHARS > window] or list(settings.distances)
-    return summarise(per_seed, settings, beyond, window, full_window)
+    futures = [pool.submit(memory_seed, str(model_dir), seed, settings) for seed in seeds]
+
+    def result() -> dict:
+        per_seed = [f.result() for f in tqdm(futures, desc="memory seeds", leave=False)]
+        window, full_window = per_seed[0].pop("window"), per_seed[0].pop("full_window")
+        for run in per_seed[1:]:
+            del run["window"], run["full_window"]
+        beyond = [d for d in settings.distances if d + FACT_CHARS > window] or list(settings.distances)
+        return summarise(per_seed, settings, beyond, window, full_window)
+
+    return result
+
+
+def run_memory_arms(model_dir: str | Path, *, seeds: Sequence[int] = (0, 1, 2),
+                    settings: MemoryArmsSettings | None = None) -> dict:
+    """The arms over ``seeds`` (see the module doc), the seeds spread over
+    :func:`forgelib.runtime.worker_pool`; the contract keys first, then extras."""
+    from forgelib.runtime import worker_pool
+
+    with worker_pool(len(seeds)) as pool:
+        return submit_memory_arms(pool, model_dir, seeds=seeds, settings=settings)()
 
 
 def summarise(per_seed: list[dict], settings: MemoryArmsSettings, headline: list[int], window: int,

@@ -144,21 +144,26 @@ def run_adas(cfg: AgentsConfig, *, tasks: Mapping, model_dir: str | Path, tool_m
 
 def run_agents(cfg: AgentsConfig, *, data_dir: str | Path, input_dir: str | Path, out_dir: str | Path,
                agents_dir: str | Path, state_dir: str | Path, metrics_path: str | Path) -> dict:
-    from forgelib.agents.memory_arms import MemoryArmsSettings, run_memory_arms
+    from forgelib.agents.memory_arms import MemoryArmsSettings, submit_memory_arms
     from forgelib.agents.tool_arms import run_tool_arms
     from forgelib.data.tasks import load_tasks
     from forgelib.io import atomic_dir
     from forgelib.models.hf import require_model_dir
+    from forgelib.runtime import worker_pool
 
     require_model_dir(input_dir, "agents input (the specialized model)")
     tasks = load_tasks(data_dir)
-    tools = run_tool_arms(input_dir, data_dir=data_dir, out_model_dir=out_dir, config=cfg.tools)
-    memory = None
-    if cfg.memory.enabled:
-        m = cfg.memory
-        settings = MemoryArmsSettings(distances=tuple(m.distances), episodes_per_distance=m.episodes_per_distance,
-                                      n_facts=m.n_facts, budget=m.budget, finetune_steps=m.finetune_steps)
-        memory = run_memory_arms(input_dir, seeds=tuple(m.seeds), settings=settings)
+    m = cfg.memory
+    # the memory seeds run in worker processes while this one trains the tool model (one worker:
+    # one after another, here, before the tools); neither depends on the other
+    with worker_pool(len(m.seeds) if m.enabled else 1) as pool:
+        memory_result = None
+        if m.enabled:
+            settings = MemoryArmsSettings(distances=tuple(m.distances), episodes_per_distance=m.episodes_per_distance,
+                                          n_facts=m.n_facts, budget=m.budget, finetune_steps=m.finetune_steps)
+            memory_result = submit_memory_arms(pool, input_dir, seeds=tuple(m.seeds), settings=settings)
+        tools = run_tool_arms(input_dir, data_dir=data_dir, out_model_dir=out_dir, config=cfg.tools)
+        memory = memory_result() if memory_result else None
     adas_metrics, design, archive = None, None, None
     if cfg.adas.enabled:
         identity = {"agents": dataclasses.asdict(cfg),

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator, Sequence
 from forgelib.errors import ForgeError
 from forgelib.merge.config import EvoMergeConfig
 from forgelib.merge.engine import merge_recipe
-from forgelib.runtime import torch_threads
+from forgelib.runtime import prepare_worker, torch_threads
 
 
 @dataclass(frozen=True)
@@ -60,15 +60,8 @@ def score_candidate(fitness: Callable[[Path], float], candidate: Candidate, scra
         return float(fitness(model_dir))
 
 
-def _prepare_worker(cwd: str, threads: int) -> None:
-    import torch
-
-    os.chdir(cwd)  # recipes name parents relative to the driver's working directory
-    torch.set_num_threads(threads)
-
-
 def _score_in_worker(fitness, candidate: Candidate, scratch, cwd: str, threads: int) -> float:
-    _prepare_worker(cwd, threads)
+    prepare_worker(cwd, threads)  # recipes name parents relative to the driver's working directory
     return score_candidate(fitness, candidate, scratch)
 
 
@@ -101,7 +94,7 @@ class ProcessBackend:
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_prepare_worker, initargs=(os.getcwd(), torch_threads()))
+                                            initializer=prepare_worker, initargs=(os.getcwd(), torch_threads()))
         return self.pool
 
     def score(self, candidates: Sequence[Candidate]) -> Iterator[tuple[str, float]]:

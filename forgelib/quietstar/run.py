@@ -38,6 +38,7 @@ from forgelib.models.card import read_card
 from forgelib.models.hf import load_model, require_model_dir
 from forgelib.quietstar import arms
 from forgelib.quietstar.config import QuietStarConfig
+from forgelib.runtime import worker_pool
 
 ARMS = ("sft", "pause", "thoughts", "random_thoughts")
 EXAMPLES = 5
@@ -78,54 +79,28 @@ def measure_arms(cfg: QuietStarConfig, *, data_dir: str | Path, input_dir: str |
     extra = {"test_mean_plain": [], "mix_weight": [], "headline_test_mean": [], "headline_test_mean_thinking": []}
     curves: dict[str, list[dict]] = {arm: [] for arm in ARMS if arm != "random_thoughts"}
     examples: list[dict] = []
-    k = cfg.pause_tokens()
-
-    def record(arm: str, seed: int, evaluate, started: float) -> None:
-        for split in ("test", "validation"):
-            scores[arm][split].append(evaluate(split)["mean"])
-        seconds[arm].append(time.process_time() - started)
-
+    # every (seed, arm) trains from the input model with its own seed: independent jobs, spread
+    # over forgelib.runtime.worker_pool (the thoughts arms, the longest, are submitted first)
+    jobs = [(seed, arm) for arm in ("thoughts", "sft", "pause") for seed in range(cfg.seeds)]
+    with worker_pool(len(jobs)) as pool:
+        futures = {job: pool.submit(_arm_job, job[1], cfg, str(input_dir), suite, headline, train_rows, job[0],
+                                    None if model_out is None else str(model_out)) for job in jobs}
+        done = {job: future.result() for job, future in futures.items()}
     for seed in range(cfg.seeds):
-        started = time.process_time()
-        lm, tok, history = arms.train_sft_arm(input_dir, train_rows, cfg, seed)
-        record("sft", seed, lambda split: evaluate_model(lm, tok, suite, split=split, batch_size=cfg.eval_batch_size), started)
-        curves["sft"] += [{"seed": seed, **row} for row in history]
-
-        started = time.process_time()
-        lm, tok, pause_id, history = arms.train_pause_arm(input_dir, train_rows, cfg, seed)
-        record("pause", seed, lambda split: arms.evaluate_pause(lm, tok, pause_id, k, suite, split=split,
-                                                                  batch_size=cfg.eval_batch_size), started)
-        curves["pause"] += [{"seed": seed, **row} for row in history]
-
-        started = time.process_time()
-        model, history = arms.train_thoughts_arm(input_dir, train_rows, cfg, seed)
-        record("thoughts", seed, lambda split: arms.evaluate_thinking(model, suite, split=split,
-                                                                        batch_size=cfg.eval_batch_size), started)
-        curves["thoughts"] += [{"seed": seed, **row} for row in history]
-        started = time.process_time()
-        record("random_thoughts", seed, lambda split: arms.evaluate_thinking(model, suite, split=split, thoughts="random",
-                                                                               seed=seed, batch_size=cfg.eval_batch_size), started)
-        extra["test_mean_plain"].append(evaluate_model(model.lm, model.tokenizer, suite, split="test",
-                                                       batch_size=cfg.eval_batch_size)["mean"])
-        extra["mix_weight"].append(history[-1]["mix_weight"])
-        extra["headline_test_mean"].append(evaluate_model(model.lm, model.tokenizer, headline, split="test",
-                                                          batch_size=cfg.eval_batch_size)["mean"])
-        extra["headline_test_mean_thinking"].append(model.evaluate(headline, split="test", batch_size=cfg.eval_batch_size)["mean"])
-        if seed == 0:
-            rows = list(suite[cfg.task]["test"].select(range(EXAMPLES)))
-            pairs = model.answers([r["prompt"] for r in rows], max_new_tokens=len(rows[0]["answer"]) + 3, return_thoughts=True)
-            examples = [{"prompt": r["prompt"], "thought": thought, "answer": answer, "reference": r["answer"]}
-                        for r, (answer, thought) in zip(rows, pairs)]
-            if model_out is not None:
-                save_thinking(model, cfg, model_out, input_dir, {
-                    f"{cfg.task}_test_mean_thinking": scores["thoughts"]["test"][0],
-                    f"{cfg.task}_test_mean": extra["test_mean_plain"][0],
-                    "headline_test_mean": extra["headline_test_mean"][0],
-                    "headline_test_mean_thinking": extra["headline_test_mean_thinking"][0]})
+        for arm in ("sft", "pause", "thoughts"):
+            result = done[(seed, arm)]
+            for name, (split_scores, cpu) in result["scores"].items():
+                for split in ("test", "validation"):
+                    scores[name][split].append(split_scores[split])
+                seconds[name].append(cpu)
+            curves[arm] += [{"seed": seed, **row} for row in result["history"]]
+            for key, value in result.get("extra", {}).items():
+                extra[key].append(value)
+            examples = result.get("examples", examples)
 
     results = {arm: {**summarise(scores[arm]["test"]), "validation_mean": scores[arm]["validation"],
                      "cpu_seconds": seconds[arm]} for arm in ARMS}
-    results["pause"]["pause_tokens"] = k
+    results["pause"]["pause_tokens"] = cfg.pause_tokens()
     results["thoughts"].update(test_mean_plain=extra["test_mean_plain"], final_mix_weight=extra["mix_weight"],
                                headline={"input_test_mean": input_headline, "test_mean": extra["headline_test_mean"],
                                          "test_mean_thinking": extra["headline_test_mean_thinking"]})
@@ -134,6 +109,56 @@ def measure_arms(cfg: QuietStarConfig, *, data_dir: str | Path, input_dir: str |
                "enabled_by_default": decision.pop("enabled_by_default"), "decision": decision,
                "input_test_mean": input_serial, "thought_examples": examples, "settings": to_dict(cfg)}
     return metrics, curves
+
+
+def _arm_job(arm: str, cfg: QuietStarConfig, input_dir: str, suite, headline, train_rows, seed: int,
+             model_out: str | None) -> dict:
+    """One arm of one seed, trained from ``input_dir`` and scored: ``{"scores": {arm: ({split:
+    mean}, cpu seconds)}, "history": [...]}``; the thoughts job also scores ``random_thoughts`` and
+    the extras, and with seed 0 keeps a few thoughts and saves the thinking model to ``model_out``."""
+    k = cfg.pause_tokens()
+    started = time.process_time()
+
+    def scored(evaluate) -> tuple[dict, float]:
+        means = {split: evaluate(split)["mean"] for split in ("test", "validation")}
+        return means, time.process_time() - started
+
+    if arm == "sft":
+        lm, tok, history = arms.train_sft_arm(input_dir, train_rows, cfg, seed)
+        return {"scores": {"sft": scored(lambda split: evaluate_model(lm, tok, suite, split=split,
+                                                                        batch_size=cfg.eval_batch_size))},
+                "history": history}
+    if arm == "pause":
+        lm, tok, pause_id, history = arms.train_pause_arm(input_dir, train_rows, cfg, seed)
+        return {"scores": {"pause": scored(lambda split: arms.evaluate_pause(lm, tok, pause_id, k, suite, split=split,
+                                                                               batch_size=cfg.eval_batch_size))},
+                "history": history}
+    model, history = arms.train_thoughts_arm(input_dir, train_rows, cfg, seed)
+    out = {"scores": {"thoughts": scored(lambda split: arms.evaluate_thinking(model, suite, split=split,
+                                                                               batch_size=cfg.eval_batch_size))},
+           "history": history}
+    started = time.process_time()
+    out["scores"]["random_thoughts"] = scored(lambda split: arms.evaluate_thinking(
+        model, suite, split=split, thoughts="random", seed=seed, batch_size=cfg.eval_batch_size))
+    out["extra"] = {
+        "test_mean_plain": evaluate_model(model.lm, model.tokenizer, suite, split="test",
+                                          batch_size=cfg.eval_batch_size)["mean"],
+        "mix_weight": history[-1]["mix_weight"],
+        "headline_test_mean": evaluate_model(model.lm, model.tokenizer, headline, split="test",
+                                             batch_size=cfg.eval_batch_size)["mean"],
+        "headline_test_mean_thinking": model.evaluate(headline, split="test", batch_size=cfg.eval_batch_size)["mean"]}
+    if seed == 0:
+        rows = list(suite[cfg.task]["test"].select(range(EXAMPLES)))
+        pairs = model.answers([r["prompt"] for r in rows], max_new_tokens=len(rows[0]["answer"]) + 3, return_thoughts=True)
+        out["examples"] = [{"prompt": r["prompt"], "thought": thought, "answer": answer, "reference": r["answer"]}
+                           for r, (answer, thought) in zip(rows, pairs)]
+        if model_out is not None:
+            save_thinking(model, cfg, model_out, Path(input_dir), {
+                f"{cfg.task}_test_mean_thinking": out["scores"]["thoughts"][0]["test"],
+                f"{cfg.task}_test_mean": out["extra"]["test_mean_plain"],
+                "headline_test_mean": out["extra"]["headline_test_mean"],
+                "headline_test_mean_thinking": out["extra"]["headline_test_mean_thinking"]})
+    return out
 
 
 def save_thinking(model, cfg: QuietStarConfig, out_dir: str | Path, input_dir: Path, metrics: dict) -> Path:

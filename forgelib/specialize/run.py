@@ -17,6 +17,7 @@ test rows are only scored.
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Mapping
@@ -27,6 +28,7 @@ from forgelib.io import atomic_dir, write_json, write_text_atomic
 from forgelib.models.card import read_card
 from forgelib.models.hf import load_model, save_model
 from forgelib.resume import StateDir
+from forgelib.runtime import worker_pool
 from forgelib.specialize import svf
 from forgelib.specialize.config import SpecializeConfig, SVFConfig
 from forgelib.specialize.dispatch import dispatch_accuracy, family_labels, train_dispatcher
@@ -45,7 +47,7 @@ def cached_svd(model, svd_dir: str | Path) -> tuple[dict, bool]:
     state = StateDir(svd_dir, {"weights_sha256": svf.weights_fingerprint(model), "adapted": list(svf.ADAPTED)})
     path = state.file(SVD_FILE)
     if state.open() and path.is_file():
-        return svf.load_svd(path), True
+        return svf.load_svd(path, svf.adapted_weight_names(model)), True
     factors = svf.compute_svd(model)
     svf.save_svd(factors, path)
     return factors, False
@@ -122,15 +124,30 @@ def train_family(model, tokenizer, tasks: Mapping, family: str, names: list[str]
     return report, experts
 
 
+def _family_job(model_dir: str, tasks: Mapping, family: str, names: list[str], svd: dict, cfg: SVFConfig,
+                seed: int) -> tuple[dict, dict, list[str]]:
+    """:func:`train_family` on the model saved at ``model_dir``; also returns its curve lines."""
+    model, tokenizer = load_model(model_dir)
+    curves: list[str] = []
+    report, by_method = train_family(model, tokenizer, tasks, family, names, svd, cfg, seed=seed, curves=curves)
+    return report, by_method, curves
+
+
 def build_svf(model, tokenizer, tasks: Mapping, svd: dict, cfg: SVFConfig, *, seed: int, plots_dir: Path) -> tuple:
     """Experts, dispatcher and mixing; returns ``(metrics block, experts, dispatcher, labels)``."""
     groups = families_of(tasks)
     curves = ["family\tmethod\tstep\tvalue"]
     reports, experts = {}, {}
-    for family, names in groups.items():
-        reports[family], by_method = train_family(model, tokenizer, tasks, family, names, svd, cfg, seed=seed,
-                                                  curves=curves)
-        experts[family] = by_method[cfg.method]
+    # the families are independent: each trains on its own copy of the model, in a worker process
+    # when there are several (forgelib.runtime.worker_pool); the copy is the saved model, bit for bit
+    with tempfile.TemporaryDirectory(prefix="forge-specialize-") as tmp, worker_pool(len(groups)) as pool:
+        scratch = str(save_model(model, tokenizer, Path(tmp) / "model", {"name": "forge-specialize-scratch"}))
+        futures = {family: pool.submit(_family_job, scratch, {n: tasks[n] for n in names}, family, names, svd, cfg, seed)
+                   for family, names in groups.items()}
+        for family, future in futures.items():
+            reports[family], by_method, family_curves = future.result()
+            experts[family] = by_method[cfg.method]
+            curves += family_curves
 
     labels = family_labels(list(groups), tokenizer)
     dispatcher = train_dispatcher(model, tokenizer, svd, tasks, labels, steps=cfg.dispatch.steps, lr=cfg.dispatch.lr,

@@ -97,11 +97,19 @@ def save_svd(svd: Mapping[str, Factors], path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def load_svd(path: str | Path) -> dict[str, Factors]:
+def load_svd(path: str | Path, names: Sequence[str] | None = None) -> dict[str, Factors]:
+    """The factors :func:`save_svd` wrote, keyed in the order of ``names`` (default: sorted).
+
+    Pass the model's :func:`adapted_weight_names`: the key order is the order experts are stored
+    and summed in (gradient clipping's total norm, for one), so a cached SVD must iterate like a
+    fresh :func:`compute_svd` for training to give the same bytes."""
     from safetensors.torch import load_file
 
     tensors = load_file(str(path))
-    names = sorted({key.rsplit(".", 1)[0] for key in tensors})
+    stored = {key.rsplit(".", 1)[0] for key in tensors}
+    names = sorted(stored) if names is None else list(names)
+    if set(names) != stored:
+        raise ForgeError(f"{path}: SVD cache holds other weights than the model's; delete it to recompute")
     try:
         return {name: Factors(*(tensors[f"{name}.{part}"] for part in Factors._fields)) for name in names}
     except KeyError as exc:

@@ -203,3 +203,17 @@ def test_small_arms_run_returns_the_contract(tiny_trained):
 def test_bad_settings_name_the_key(bad, key):
     with pytest.raises(ForgeError, match=key):
         MemoryArmsSettings(**bad)
+
+
+def test_memory_seeds_in_worker_processes_give_the_serial_result(tiny_trained, monkeypatch):
+    """The seeds run in worker processes (forgelib.runtime.worker_pool); the figures must not
+    depend on how many: one worker runs them one after another in this process."""
+    settings = MemoryArmsSettings(distances=(30,), episodes_per_distance=8, n_facts=6, budget=2,
+                                  stream_chars=90, finetune_steps=6, finetune_rows=32, val_rows=8,
+                                  finetune_facts=8)
+    out = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("FORGE_WORKERS", workers)
+        out[workers] = run_memory_arms(tiny_trained[0], seeds=(0, 1), settings=settings)
+    assert out["1"] == out["2"]
+    assert [run["seed"] for run in out["2"]["per_seed"]] == [0, 1]

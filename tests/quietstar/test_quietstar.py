@@ -233,3 +233,22 @@ def test_the_bar_needs_a_gain_beyond_the_spread_and_a_random_fallback():
     assert decide({**base, "thoughts": arm(0.40, 0.01), "random_thoughts": arm(0.30, 0.01)})["enabled_by_default"]
     assert not decide({**base, "thoughts": arm(0.36, 0.01), "random_thoughts": arm(0.20, 0.01)})["enabled_by_default"]
     assert not decide({**base, "thoughts": arm(0.40, 0.01), "random_thoughts": arm(0.38, 0.01)})["enabled_by_default"]
+
+
+def test_arms_in_worker_processes_give_the_serial_result(tiny_trained, tiny_data, tmp_path, monkeypatch):
+    """Each (seed, arm) trains in a worker process (forgelib.runtime.worker_pool): every figure and
+    curve must equal the one-worker run's; only (CPU) seconds may differ."""
+    from forgelib.quietstar.run import measure_arms
+
+    cfg = QuietStarConfig(**SMALL)
+    out = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("FORGE_WORKERS", workers)
+        metrics, curves = measure_arms(cfg, data_dir=tiny_data, input_dir=tiny_trained[0], model_out=tmp_path / workers)
+        for arm in metrics["arms"].values():
+            assert len(arm.pop("cpu_seconds")) == 2
+        curves = {arm: [{k: v for k, v in row.items() if k != "seconds"} for row in rows] for arm, rows in curves.items()}
+        out[workers] = (metrics, curves, (tmp_path / workers / "model.safetensors").read_bytes())
+    assert out["1"][0] == out["2"][0]
+    assert out["1"][1] == out["2"][1] and [row["seed"] for row in out["2"][1]["sft"]][-1] == 1
+    assert out["1"][2] == out["2"][2]  # the seed-0 thinking model, byte for byte

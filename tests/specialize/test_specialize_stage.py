@@ -133,6 +133,9 @@ def test_svd_cache_is_reused_until_the_weights_change(two_families, tmp_path):
     assert not reused and (tmp_path / "svd" / "svd.safetensors").is_file()
     again, reused = cached_svd(model, tmp_path / "svd")
     assert reused and all(torch.equal(again[n].s, first[n].s) for n in first)
+    # and in the fresh SVD's order (the model's), not the file's sorted one: experts are stored and
+    # clipped in this order, so a reused cache must train the same bytes as a fresh SVD
+    assert list(again) == list(first) == svf.adapted_weight_names(model) != sorted(first)
     with torch.no_grad():
         model.model.layers[0].mlp.up_proj.weight.mul_(2.0)
     changed, reused = cached_svd(model, tmp_path / "svd")
@@ -178,3 +181,30 @@ def test_stage_with_everything_off_passes_the_model_through(two_families, tmp_pa
     # every plot dvc.yaml declares exists, as its header alone (dvc repro fails on a missing one)
     assert {p.name: p.read_text().count("\n") for p in (tmp_path / "plots").iterdir()} == {
         "svf_experts.tsv": 1, "mixing_cem.tsv": 1, "bake_curve.tsv": 1}
+
+
+def test_families_in_worker_processes_give_the_serial_result(two_families, tmp_path, monkeypatch):
+    """build_svf trains each family's experts in a worker process (forgelib.runtime.worker_pool):
+    experts, reports and curves must equal the one-worker run's, bit for bit."""
+    from forgelib.specialize.run import build_svf
+
+    model, tokenizer = load_model(two_families / "model")
+    tasks = load_tasks(two_families / "data")
+    svd = svf.compute_svd(model)
+    cfg = smoke_config(compare_methods=False, lora={"enabled": False}, full_ft={"enabled": False},
+                       mixing={"enabled": False}).svf
+    out = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("FORGE_WORKERS", workers)
+        block, experts, _, _ = build_svf(model, tokenizer, tasks, svd, cfg, seed=0, plots_dir=tmp_path / workers)
+        out[workers] = (block, experts, (tmp_path / workers / "svf_training.tsv").read_text())
+    def untimed(block):  # wall seconds are the only figure allowed to differ
+        return {f: {**r, "methods": {m: {k: v for k, v in s.items() if k != "seconds"} for m, s in r["methods"].items()}}
+                for f, r in block["experts"].items()}
+
+    assert untimed(out["1"][0]) == untimed(out["2"][0])
+    assert out["1"][0]["dispatch_accuracy"] == out["2"][0]["dispatch_accuracy"]
+    for family in ("string", "arithmetic"):
+        for name, z in out["1"][1][family].items():
+            assert torch.equal(z, out["2"][1][family][name]), (family, name)
+    assert out["1"][2] == out["2"][2] and out["1"][2].count("\n") > 2
