@@ -135,6 +135,12 @@ class GeometryConfig:
         default=256,
     )
     trend_window: int = doc("Recent probes the ID trend (relative least-squares slope) is computed over.", default=4)
+    family: str | None = doc(
+        "Task family the probe watches: its validation prompts make the probe set and its train/validation "
+        "accuracy feeds the stage rule (null: every task and the overall accuracy). A multi-task model's "
+        "overall accuracy moves smoothly while one family groks, so the showcase watches `modular`.",
+        default=None,
+    )
 
     def __post_init__(self) -> None:
         check(self.every >= 1, "every", "an integer >= 1", self.every)

@@ -167,6 +167,7 @@ def log_record(done: int, optimizer, window: Mapping[str, list[float]], evaluati
     if evaluation is not None:
         record.update({f"eval/{k}": v for k, v in evaluation.items() if not isinstance(v, dict)})
         record.update({f"eval/val_family/{f}": v for f, v in evaluation["val_families"].items()})
+        record.update({f"eval/train_family/{f}": v for f, v in evaluation["train_families"].items()})
     for c in controllers:
         record.update(c.metrics())
         if c.name == "geometry" and c.stage is not None:

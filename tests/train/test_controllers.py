@@ -163,6 +163,29 @@ def test_bad_layer_index_names_the_key(tasks, tokenizer):
         _all_on(tasks, tokenizer, self_model={"enabled": True, "target_layer": 7})
 
 
+def test_geometry_watching_a_family_probes_its_prompts_and_reads_its_accuracy(tasks, tokenizer):
+    _, controllers = _all_on(tasks, tokenizer, geometry={"enabled": True, "probe_size": 16, "family": "modular"})
+    probe = next(c for c in controllers if c.name == "geometry")
+    assert probe.prompts == list(tasks["mod_add"]["validation"]["prompt"])[:16]  # mod_add is the modular task here
+    probe.ids[str(probe.layers[-1])] = [5.0, 5.0, 5.0, 5.0]  # a flat ID trend
+    mixture = {"train_acc": 0.95, "val_acc": 0.93}  # the whole mixture looks generalised...
+    probe.on_eval(None, 99, {**mixture, "train_families": {"modular": 0.90}, "val_families": {"modular": 0.05}})
+    assert probe.stage == "pre-grok"  # ...while the watched family memorises
+    probe.on_eval(None, 199, {**mixture, "train_families": {"modular": 0.97}, "val_families": {"modular": 0.93}})
+    assert probe.stage == "consolidation" and probe.stages == [[100, "pre-grok"], [200, "consolidation"]]
+    _, controllers = _all_on(tasks, tokenizer)  # family null: the mixture's accuracy, every task's prompts
+    whole = next(c for c in controllers if c.name == "geometry")
+    whole.ids[str(whole.layers[-1])] = [5.0, 5.0, 5.0, 5.0]
+    whole.on_eval(None, 99, {**mixture, "train_families": {"modular": 0.90}, "val_families": {"modular": 0.05}})
+    assert whole.stage == "consolidation"
+    assert set(whole.prompts) & set(tasks["reverse"]["validation"]["prompt"])
+
+
+def test_geometry_family_that_no_task_has_names_the_key(tasks, tokenizer):
+    with pytest.raises(ForgeError, match="train.geometry.family: 'algebra'.*families here: logic, modular, string"):
+        _all_on(tasks, tokenizer, geometry={"enabled": True, "probe_size": 16, "family": "algebra"})
+
+
 def test_every_controller_state_survives_json_and_safetensors(tasks, tokenizer):
     _, controllers = _all_on(tasks, tokenizer)
     grokfast = next(c for c in controllers if c.name == "grokfast")

@@ -77,7 +77,8 @@ def test_metrics_cover_every_controller(uninterrupted):
     assert {"validation", "step_time_ms", "final_loss"} <= set(m)
     plots = tmp / "full" / "metrics" / "plots" / "metrics"
     for name in ("loss", "grad_norm", "step_time_ms", "grokfast/lamb", "geometry/id/L2", "edge/level/string",
-                 "self_model/mse", "dream/buffer_acc_after", "temperature", "eval/val_family/logic"):
+                 "self_model/mse", "dream/buffer_acc_after", "temperature", "eval/val_family/logic",
+                 "eval/train_family/logic"):
         assert (plots / f"{name}.tsv").is_file(), name
     assert m["controllers"]["dreams"]["dream/buffer_size"] > 0
 

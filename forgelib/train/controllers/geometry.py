@@ -6,6 +6,12 @@ position that predicts the answer): one point per prompt. Its TwoNN intrinsic di
 ID / d (d = hidden width) are logged. At each evaluation the stage is re-classified from the
 recent ID trend at the last chosen layer and the train/validation accuracy gap, with the rule
 documented in :func:`forgelib.train.geometry.classify_grokking_stage`.
+
+With ``family`` set (``train.geometry.family``) the probe set is that family's validation prompts
+and the rule reads that family's in-loop train and validation accuracy. Deviation from a
+single-task grokking setup, and why: the train stage fits eight tasks at once, so the overall
+accuracy is already above the rule's thresholds and moves smoothly while one family (the modular
+one) rises; read on the whole mixture the label stayed ``active`` at every probe.
 """
 
 from __future__ import annotations
@@ -37,8 +43,8 @@ class GeometryProbe(Controller):
     name = "geometry"
 
     def __init__(self, *, probe_prompts: list[str], layers: list[int], every: int, trend_window: int,
-                 hidden_size: int):
-        self.prompts, self.layers, self.every = probe_prompts, layers, every
+                 hidden_size: int, family: str | None = None):
+        self.prompts, self.layers, self.every, self.family = probe_prompts, layers, every, family
         self.trend_window, self.hidden_size = trend_window, hidden_size
         self.ids: dict[str, list[float | None]] = {str(layer): [] for layer in layers}
         self.stage: str | None = None
@@ -58,7 +64,11 @@ class GeometryProbe(Controller):
 
     def on_eval(self, ctx: LoopContext, step: int, metrics: dict) -> None:
         trend = [v for v in self.ids[str(self.layers[-1])] if v is not None][-self.trend_window:]
-        self.stage = classify_grokking_stage(trend, train_acc=metrics["train_acc"], val_acc=metrics["val_acc"])
+        if self.family is None:
+            train_acc, val_acc = metrics["train_acc"], metrics["val_acc"]
+        else:
+            train_acc, val_acc = metrics["train_families"][self.family], metrics["val_families"][self.family]
+        self.stage = classify_grokking_stage(trend, train_acc=train_acc, val_acc=val_acc)
         self.stages.append([step + 1, self.stage])
 
     def metrics(self) -> dict[str, float]:

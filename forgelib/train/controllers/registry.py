@@ -87,7 +87,16 @@ def _geometry(cfg: TrainConfig, env: BuildEnv) -> Controller | None:
     g = cfg.geometry
     if not g.enabled:
         return None
-    per_task = [list(splits["validation"]["prompt"]) for _, splits in sorted(env.tasks.items())]
+    tasks = sorted(env.tasks.items())
+    if g.family is not None:
+        from forgelib.data.tasks import get_task
+
+        families = sorted({get_task(name).family for name, _ in tasks})
+        if g.family not in families:
+            raise ForgeError(f"train.geometry.family: {g.family!r} is not the family of any prepared task "
+                             f"(families here: {', '.join(families)}); set one of them or null")
+        tasks = [(name, splits) for name, splits in tasks if get_task(name).family == g.family]
+    per_task = [list(splits["validation"]["prompt"]) for _, splits in tasks]
     interleaved = [p for group in zip(*per_task) for p in group] if per_task else []
     prompts = list(dict.fromkeys(interleaved))[: g.probe_size]
     if len(prompts) < 8:
@@ -95,7 +104,7 @@ def _geometry(cfg: TrainConfig, env: BuildEnv) -> Controller | None:
                          "the probe needs at least 8")
     layers = [_hidden_index("train.geometry.layers", i, env.model) for i in g.layers]
     return GeometryProbe(probe_prompts=prompts, layers=layers, every=g.every, trend_window=g.trend_window,
-                         hidden_size=env.model.config.hidden_size)
+                         hidden_size=env.model.config.hidden_size, family=g.family)
 
 
 def _dreams(cfg: TrainConfig, env: BuildEnv) -> Controller | None:
