@@ -59,6 +59,16 @@ def prepare_worker(cwd: str, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def spawn_pool(workers: int):
+    """A spawn-context ``ProcessPoolExecutor`` of ``workers`` processes, each started in this
+    process's working directory with its torch thread count (:func:`prepare_worker`)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=prepare_worker, initargs=(os.getcwd(), torch_threads()))
+
+
 class InlineExecutor(Executor):
     """Runs each submitted call at once, in this process; its future is already done."""
 
@@ -82,11 +92,7 @@ def worker_pool(tasks: int):
     if workers == 1:
         yield InlineExecutor()
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=prepare_worker, initargs=(os.getcwd(), torch_threads()))
+    pool = spawn_pool(workers)
     try:
         yield pool
     except BaseException:

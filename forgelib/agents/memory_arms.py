@@ -278,9 +278,8 @@ def submit_memory_arms(pool, model_dir: str | Path, *, seeds: Sequence[int] = (0
 
     def result() -> dict:
         per_seed = [f.result() for f in tqdm(futures, desc="memory seeds", leave=False)]
-        window, full_window = per_seed[0].pop("window"), per_seed[0].pop("full_window")
-        for run in per_seed[1:]:
-            del run["window"], run["full_window"]
+        for run in per_seed:  # the same model config, so the same windows for every seed
+            window, full_window = run.pop("window"), run.pop("full_window")
         beyond = [d for d in settings.distances if d + FACT_CHARS > window] or list(settings.distances)
         return summarise(per_seed, settings, beyond, window, full_window)
 

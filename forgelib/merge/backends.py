@@ -24,7 +24,6 @@ when the process exits).
 from __future__ import annotations
 
 import atexit
-import multiprocessing
 import os
 import pickle
 import secrets
@@ -39,7 +38,7 @@ from typing import Any, Callable, Iterator, Sequence
 from forgelib.errors import ForgeError
 from forgelib.merge.config import EvoMergeConfig
 from forgelib.merge.engine import merge_recipe
-from forgelib.runtime import prepare_worker, torch_threads
+from forgelib.runtime import prepare_worker, spawn_pool, torch_threads
 
 
 @dataclass(frozen=True)
@@ -93,8 +92,7 @@ class ProcessBackend:
 
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=prepare_worker, initargs=(os.getcwd(), torch_threads()))
+            self.pool = spawn_pool(self.workers)
         return self.pool
 
     def score(self, candidates: Sequence[Candidate]) -> Iterator[tuple[str, float]]:

@@ -119,27 +119,27 @@ def _arm_job(arm: str, cfg: QuietStarConfig, input_dir: str, suite, headline, tr
     k = cfg.pause_tokens()
     started = time.process_time()
 
-    def scored(evaluate) -> tuple[dict, float]:
+    def scored(evaluate, since: float) -> tuple[dict, float]:
+        """Test and validation means, and the CPU seconds since ``since``."""
         means = {split: evaluate(split)["mean"] for split in ("test", "validation")}
-        return means, time.process_time() - started
+        return means, time.process_time() - since
 
     if arm == "sft":
         lm, tok, history = arms.train_sft_arm(input_dir, train_rows, cfg, seed)
         return {"scores": {"sft": scored(lambda split: evaluate_model(lm, tok, suite, split=split,
-                                                                        batch_size=cfg.eval_batch_size))},
+                                                                        batch_size=cfg.eval_batch_size), started)},
                 "history": history}
     if arm == "pause":
         lm, tok, pause_id, history = arms.train_pause_arm(input_dir, train_rows, cfg, seed)
         return {"scores": {"pause": scored(lambda split: arms.evaluate_pause(lm, tok, pause_id, k, suite, split=split,
-                                                                               batch_size=cfg.eval_batch_size))},
+                                                                               batch_size=cfg.eval_batch_size), started)},
                 "history": history}
     model, history = arms.train_thoughts_arm(input_dir, train_rows, cfg, seed)
     out = {"scores": {"thoughts": scored(lambda split: arms.evaluate_thinking(model, suite, split=split,
-                                                                               batch_size=cfg.eval_batch_size))},
+                                                                               batch_size=cfg.eval_batch_size), started)},
            "history": history}
-    started = time.process_time()
     out["scores"]["random_thoughts"] = scored(lambda split: arms.evaluate_thinking(
-        model, suite, split=split, thoughts="random", seed=seed, batch_size=cfg.eval_batch_size))
+        model, suite, split=split, thoughts="random", seed=seed, batch_size=cfg.eval_batch_size), time.process_time())
     out["extra"] = {
         "test_mean_plain": evaluate_model(model.lm, model.tokenizer, suite, split="test",
                                           batch_size=cfg.eval_batch_size)["mean"],
