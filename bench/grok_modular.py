@@ -38,6 +38,12 @@ Final families, Grokfast on / off / ancestor: arithmetic 0.86 / 0.785 / 0.08, lo
 under 0.97x). x*y mod 97 with digit tokens
 is the obstacle at this size and budget; see the report of the session that wrote this script.
 
+At 20x that length it still does not grok: ``--grokfast --modular-weight 1.0 --mul-share 1.0
+--max-steps 40000 --threads 2 --eval-every 250 --full-eval-every 2500 --log-train-acc`` (x*y
+pairs only, from the ancestor) memorises its train pairs (0.93 exact match at step 2,000,
+0.96-0.98 from step 3,000), while validation stays at or below 0.045 through step 40,000 (44
+minutes at 66 ms/step on 2 threads of an AVX-512 Xeon; metrics/bench/grok_mod_mul_40k.json).
+
     python bench/grok_modular.py --json                          # both arms, 2000 steps each
     python bench/grok_modular.py --grokfast --max-steps 500      # a quick look
 """
