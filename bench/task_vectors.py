@@ -59,12 +59,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from forgelib.base.build import _mixed_rows
-from forgelib.base.sft import SFTSettings, train_sft
+from forgelib.base.build import _mixed_rows, _settings
+from forgelib.base.sft import train_sft
 from forgelib.config import load_section
 from forgelib.data.batching import encode_rows
 from forgelib.data.tasks import load_tasks
@@ -98,10 +99,7 @@ def lora_specialists(cfg, tasks, ancestor: Path, out: Path, families: list[str],
         peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, bias="none",
                                                       target_modules=list(ADAPTED)))
         rows = _mixed_rows(tasks, spec.family, spec.replay_fraction, cfg.seed)
-        s = cfg.specialist
-        train_sft(peft_model, encode_rows(tokenizer, rows),
-                  SFTSettings(steps=s.steps, lr=lr, batch_size=s.batch_size, weight_decay=s.weight_decay,
-                              warmup_steps=s.warmup_steps, seed=cfg.seed + 1),
+        train_sft(peft_model, encode_rows(tokenizer, rows), replace(_settings(cfg.specialist, cfg.seed + 1), lr=lr),
                   pad_id=tokenizer.pad_token_id, desc=f"lora {name}")
         save_model(peft_model.merge_and_unload(), tokenizer, out / name,
                    {"name": f"bench-lora-{name}", "params": {"rank": rank, "lr": lr}})
@@ -123,18 +121,17 @@ def mlp_unit_shares(model, names: list[str], seed: int) -> dict[str, dict[int, t
 
 def specialist_rows(cfg, tasks, name: str, ancestor_model, tokenizer, distill: bool) -> list[dict]:
     """``base.specialist``'s rows for ``name``; with ``distill`` the replay rows carry the ancestor's answers."""
-    from forgelib.data.tasks import families as family_map
     from forgelib.eval.generate import greedy_answers
 
     spec = cfg.specialists[name]
     rows = _mixed_rows(tasks, spec.family, spec.replay_fraction, cfg.seed)
     if not distill:
         return rows
-    own = sum(len(tasks[t]["train"]) for t in family_map(list(tasks))[spec.family])
-    replay = rows[own:]
+    own = [r for r in rows if r["family"] == spec.family]
+    replay = [r for r in rows if r["family"] != spec.family]
     longest = max(len(tokenizer(r["answer"])["input_ids"]) for r in rows)
     answers = greedy_answers(ancestor_model, tokenizer, [r["prompt"] for r in replay], max_new_tokens=longest + 1)
-    return rows[:own] + [{**r, "answer": a} for r, a in zip(replay, answers)]
+    return own + [{**r, "answer": a} for r, a in zip(replay, answers)]
 
 
 def retrained_specialists(cfg, tasks, ancestor: Path, out: Path, families: list[str], lr: float,
@@ -145,15 +142,13 @@ def retrained_specialists(cfg, tasks, ancestor: Path, out: Path, families: list[
     for name in families:
         rows = specialist_rows(cfg, tasks, name, probe, probe_tok, distill)
         model, tokenizer = load_model(ancestor)
+        settings = replace(_settings(cfg.specialist, cfg.seed + 1), lr=lr)
         if disjoint:
             _mask_to_share(model, shares[name])
-        s = cfg.specialist
-        train_sft(model, encode_rows(tokenizer, rows),
-                  SFTSettings(steps=s.steps, lr=lr, batch_size=s.batch_size, weight_decay=0.0 if disjoint else s.weight_decay,
-                              warmup_steps=s.warmup_steps, seed=cfg.seed + 1),
+            # AdamW's decoupled decay would shrink the other shares' entries of a trained tensor
+            settings = replace(settings, weight_decay=0.0)
+        train_sft(model, encode_rows(tokenizer, rows), settings,
                   pad_id=tokenizer.pad_token_id, desc=f"{'disjoint' if disjoint else 'full'} {name}")
-        for p in model.parameters():
-            p.requires_grad_(True)
         save_model(model, tokenizer, out / name, {"name": f"bench-retrained-{name}",
                                                   "params": {"lr": lr, "disjoint": disjoint, "distill_replay": distill}})
 
@@ -162,10 +157,7 @@ def continue_ancestor(cfg, tasks, ancestor: Path, out: Path, steps: int) -> Path
     """The ancestor trained ``steps`` more steps on every task's train rows, saved under ``out``."""
     model, tokenizer = load_model(ancestor)
     rows = [row for name in tasks for row in tasks[name]["train"]]
-    s = cfg.specialist
-    train_sft(model, encode_rows(tokenizer, rows),
-              SFTSettings(steps=steps, lr=s.lr, batch_size=s.batch_size, weight_decay=s.weight_decay,
-                          warmup_steps=s.warmup_steps, seed=cfg.seed + 2),
+    train_sft(model, encode_rows(tokenizer, rows), replace(_settings(cfg.specialist, cfg.seed + 2), steps=steps),
               pad_id=tokenizer.pad_token_id, desc="continued ancestor")
     save_model(model, tokenizer, out, {"name": "bench-continued-ancestor", "params": {"steps": steps}})
     return out
