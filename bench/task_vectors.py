@@ -34,6 +34,17 @@ replay holds the ancestor's behaviour where it is instead of teaching those fami
 ground-truth replay every specialist also learns every other family a little, and a sum of
 specialists applies that shared correction once per specialist.
 
+``--silent-replay WEIGHT`` (with ``--full-retrain``) keeps each specialist functionally silent
+outside its family instead of teaching or distilling the other families' answers: every step
+takes half a batch of its own family's rows (cross-entropy, as ``base.specialist``) and half a
+batch of the other families' rows, on which the loss is the relative squared distance between the
+specialist's hidden states and the frozen ancestor's, after every layer (``WEIGHT`` times the
+mean over layers of ``|h - h_A|^2 / |h_A|^2`` over non-pad positions). Answer distillation only
+pins the output; a vector whose edits change no layer's activations on the other families' inputs
+should, to first order, leave the other specialists' computations alone in a sum. This is
+feature-level distillation used as a locality constraint (in the spirit of learning-without-
+forgetting distillation, Li and Hoiem 2017, applied to every layer's hidden states).
+
 ``--continue-ancestor STEPS`` first trains the ancestor STEPS more steps on the whole mixture
 (``base.specialist``'s lr and batch; saved as ``--retrain-out``/ancestor) and uses that model as
 the base of the re-trained specialists and of every sum: it tests whether the shared direction
@@ -45,11 +56,20 @@ is the under-trained ancestor's own continued training, which every fine-tune re
     python bench/task_vectors.py --full-retrain --distill-replay --json-out metrics/bench/task_vectors_distill.json
     python bench/task_vectors.py --full-retrain --retrain-lr 5e-4 --json-out metrics/bench/task_vectors_lr5e-4.json
     python bench/task_vectors.py --full-retrain --continue-ancestor 1000 --json-out metrics/bench/task_vectors_continued.json
+    python bench/task_vectors.py --full-retrain --silent-replay 10 --json-out metrics/bench/task_vectors_silent10.json
+    python bench/task_vectors.py --full-retrain --silent-replay 300 --json-out metrics/bench/task_vectors_silent300.json
 
 Measured (validation; arithmetic + logic at w = 1 / all three at w = 1, against the arithmetic
 specialist alone): disjoint 0.296 / 0.186 vs 0.442 (cosines exactly 0), distilled replay
 0.244 / 0.057 vs 0.529, lr 5e-4 0.220 / 0.018 vs 0.504, continued ancestor 0.310 / 0.055 vs
-0.604. No sum or scaled sum in any grid beats the best specialist alone.
+0.604. No sum or scaled sum in any grid beats the best specialist alone. Silent replay (ancestor
+0.359): at weight 10 the specialists learn less (arithmetic alone 0.393) and still erase other
+families (the arithmetic one takes string from 0.952 to 0.530, the logic one to 0.443); arithmetic
++ string, 0.415, is the only sum measured anywhere that beats both of its specialists, but it
+stays below the normally trained arithmetic specialist; arithmetic + logic 0.252, all three 0.250.
+At weight 300 the arithmetic specialist learns nothing (arithmetic 0.070 against the ancestor's
+0.075) while the logic one still takes string to 0.542: the relative distance of the hidden
+states is not what carries the other families' answers.
 
 Validation only; the test split is never read.
 """
@@ -67,7 +87,9 @@ import torch
 from forgelib.base.build import _mixed_rows, _settings
 from forgelib.base.sft import train_sft
 from forgelib.config import load_section
-from forgelib.data.batching import encode_rows
+from forgelib.data.batching import encode_rows, infinite_batches
+from forgelib.data.tasks import families as task_families
+from forgelib.train.schedule import learning_rate
 from forgelib.data.tasks import load_tasks
 from forgelib.eval.evaluate import fast_mean_exact_match
 from forgelib.io import write_json
@@ -153,6 +175,45 @@ def retrained_specialists(cfg, tasks, ancestor: Path, out: Path, families: list[
                                                   "params": {"lr": lr, "disjoint": disjoint, "distill_replay": distill}})
 
 
+def silent_specialist(cfg, tasks, ancestor: Path, out: Path, name: str, lr: float, weight: float) -> None:
+    """Own family by cross-entropy; on the other families, every layer's hidden states held at the ancestor's."""
+    from tqdm.auto import tqdm
+
+    own_names = task_families(list(tasks))[cfg.specialists[name].family]
+    model, tokenizer = load_model(ancestor)
+    frozen = load_model(ancestor)[0].eval().requires_grad_(False)
+    own = encode_rows(tokenizer, [r for t in own_names for r in tasks[t]["train"]])
+    other = encode_rows(tokenizer, [r for t in tasks if t not in own_names for r in tasks[t]["train"]])
+    settings = replace(_settings(cfg.specialist, cfg.seed + 1), lr=lr)
+    torch.manual_seed(settings.seed)
+    half = settings.batch_size // 2  # the same half-and-half batches as replay_fraction 0.5
+    own_stream = infinite_batches(own, batch_size=half, pad_id=tokenizer.pad_token_id, seed=settings.seed)
+    other_stream = infinite_batches(other, batch_size=half, pad_id=tokenizer.pad_token_id, seed=settings.seed + 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=settings.weight_decay, betas=(0.9, 0.98))
+    model.train()
+    bar = tqdm(range(settings.steps), desc=f"silent {name}", leave=False, mininterval=1.0)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, peak=lr, warmup_steps=settings.warmup_steps, total_steps=settings.steps)
+        ce = model(**next(own_stream)).loss
+        batch = next(other_stream)
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "output_hidden_states": True}
+        mask = batch["attention_mask"].unsqueeze(-1).to(torch.float32)
+        with torch.no_grad():
+            held = frozen(**inputs).hidden_states[1:]
+        moved = model(**inputs).hidden_states[1:]
+        silence = sum(((h - a).pow(2) * mask).sum() / (a.pow(2) * mask).sum() for h, a in zip(moved, held)) / len(held)
+        loss = ce + weight * silence
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % 25 == 0:
+            bar.set_postfix(ce=f"{ce.item():.3f}", silence=f"{silence.item():.4f}")
+    model.eval()
+    save_model(model, tokenizer, out / name, {"name": f"bench-silent-{name}", "params": {"lr": lr, "silent_weight": weight}})
+
+
 def continue_ancestor(cfg, tasks, ancestor: Path, out: Path, steps: int) -> Path:
     """The ancestor trained ``steps`` more steps on every task's train rows, saved under ``out``."""
     model, tokenizer = load_model(ancestor)
@@ -190,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain-families", default="arithmetic,logic,string")
     parser.add_argument("--full-retrain", action="store_true", help="re-train specialists as full fine-tunes")
     parser.add_argument("--distill-replay", action="store_true", help="replay rows take the ancestor's answers")
+    parser.add_argument("--silent-replay", type=float, default=0.0, metavar="WEIGHT",
+                        help="with --full-retrain: other families' rows hold every layer's hidden states at the ancestor's")
     parser.add_argument("--continue-ancestor", type=int, default=0, metavar="STEPS",
                         help="first train the ancestor STEPS more steps on the whole mixture and merge around it")
     parser.add_argument("--retrain-out", type=Path, default=Path("/tmp/forge-bench-retrained"))
@@ -202,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     ancestor = args.base / "ancestor"
     if (args.distill_replay or args.retrain_lr) and not (args.disjoint_mlp or args.full_retrain):
         parser.error("--distill-replay and --retrain-lr apply to re-trained specialists: add --full-retrain or --disjoint-mlp")
+    if args.silent_replay and not args.full_retrain:
+        parser.error("--silent-replay applies to --full-retrain")
     if args.continue_ancestor:
         if not (args.disjoint_mlp or args.full_retrain):
             parser.error("--continue-ancestor needs --full-retrain or --disjoint-mlp (the specialists start from it)")
@@ -214,8 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.disjoint_mlp or args.full_retrain:
         chosen = [f for f in args.retrain_families.split(",") if f]
         lr = args.retrain_lr or (3e-3 if args.disjoint_mlp else cfg.specialist.lr)
-        retrained_specialists(cfg, tasks, ancestor, args.retrain_out, chosen, lr,
-                             distill=args.distill_replay, disjoint=args.disjoint_mlp)
+        if args.silent_replay:
+            for name in chosen:
+                silent_specialist(cfg, tasks, ancestor, args.retrain_out, name, lr, args.silent_replay)
+        else:
+            retrained_specialists(cfg, tasks, ancestor, args.retrain_out, chosen, lr,
+                                 distill=args.distill_replay, disjoint=args.disjoint_mlp)
         dirs.update({name: args.retrain_out / name for name in chosen})
     model, tokenizer = load_model(ancestor)
     base = {k: v.clone() for k, v in model.state_dict().items()}
@@ -245,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
               "lora_lr": args.lora_lr if args.lora_rank else None,
               "disjoint_mlp": args.disjoint_mlp, "retrain_lr": args.retrain_lr,
               "full_retrain": args.full_retrain, "distill_replay": args.distill_replay,
+              "silent_replay_weight": args.silent_replay or None,
               "continue_ancestor_steps": args.continue_ancestor or None, "norms": norms, "cosines": cosines,
               "split": "validation", "grid": rows}
     if args.json_out:

@@ -1,15 +1,19 @@
-"""bench/task_vectors.py's re-trained specialists: disjoint MLP shares and distilled replay."""
+"""bench/task_vectors.py's re-trained specialists: disjoint MLP shares and silent replay."""
 
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import torch
 
 from forgelib.base.sft import SFTSettings, train_sft
-from forgelib.data.batching import encode_rows
+from forgelib.data.batching import collate, encode_rows
+from forgelib.data.config import PrepareConfig
+from forgelib.data.prepare import prepare
 from forgelib.data.tasks import load_tasks
 from forgelib.models.build import build_llama, llama_config
-from forgelib.models.hf import load_tokenizer
+from forgelib.models.hf import load_model, load_tokenizer, save_model
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "task_vectors.py"
 
@@ -59,3 +63,38 @@ def test_masked_training_moves_only_its_own_units(tiny_data):
             per_unit = delta.sum(dim=1 - rows_dim)
             assert float(per_unit[~own].max()) == 0.0
             assert float(per_unit[own].min()) > 0.0
+
+
+@pytest.fixture(scope="module")
+def two_family_data(tmp_path_factory):
+    """copy (string) and parity (logic) at level 1: a specialist has one other family to stay silent on."""
+    out = tmp_path_factory.mktemp("data2") / "data"
+    prepare(PrepareConfig(tasks=("copy", "parity"), default_level=1, n_train=200, n_val=20, n_test=20), out)
+    return out
+
+
+def _relative_drift(model, ancestor, tokenizer, rows) -> float:
+    batch = collate(encode_rows(tokenizer, rows), tokenizer.pad_token_id)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "output_hidden_states": True}
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    with torch.no_grad():
+        moved, held = model(**inputs).hidden_states[1:], ancestor(**inputs).hidden_states[1:]
+    return float(sum(((h - a).pow(2) * mask).sum() / (a.pow(2) * mask).sum() for h, a in zip(moved, held)) / len(held))
+
+
+def test_silent_replay_holds_the_other_familys_hidden_states(two_family_data, tmp_path):
+    bench = _bench()
+    tokenizer = load_tokenizer(two_family_data / "tokenizer")
+    save_model(_model(tokenizer), tokenizer, tmp_path / "ancestor", {"name": "tiny-ancestor"})
+    tasks = load_tasks(two_family_data)
+    cfg = SimpleNamespace(seed=0, specialists={"string": SimpleNamespace(family="string")},
+                          specialist=SimpleNamespace(steps=40, lr=1e-2, batch_size=32, weight_decay=0.0, warmup_steps=2))
+    ancestor = load_model(tmp_path / "ancestor")[0]
+    drift = {}
+    for weight in (0.0, 100.0):
+        bench.silent_specialist(cfg, tasks, tmp_path / "ancestor", tmp_path / f"w{weight}", "string", 1e-2, weight)
+        model = load_model(tmp_path / f"w{weight}" / "string")[0]
+        drift[weight] = _relative_drift(model, ancestor, tokenizer, tasks["parity"]["validation"])
+    # both fine-tunes moved the weights; held to the ancestor, the parity activations move >= 100x less
+    assert drift[0.0] > 0.01
+    assert drift[100.0] * 100 <= drift[0.0], drift
