@@ -153,6 +153,9 @@ def run_agents(cfg: AgentsConfig, *, data_dir: str | Path, input_dir: str | Path
 
     require_model_dir(input_dir, "agents input (the specialized model)")
     tasks = load_tasks(data_dir)
+    # dvc.yaml declares the ADAS state directory as an output (persist: a killed search resumes):
+    # it must exist even when the search is off, or DVC fails the finished stage
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
     m = cfg.memory
     # the memory seeds run in worker processes while this one trains the tool model (one worker:
     # one after another, here, before the tools); neither depends on the other
