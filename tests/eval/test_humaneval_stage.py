@@ -41,8 +41,9 @@ def test_embedded_default_has_no_humaneval_stages_and_the_profile_compares_84_pr
     default = parse_section(yaml.safe_load((ROOT / "params.yaml").read_text()), "humaneval")
     profile = parse_section(yaml.safe_load((ROOT / "forgelib/profiles/smollm2.yaml").read_text()), "humaneval")
     assert default == HumanEvalConfig(models={}, limit=164, max_new_tokens=384)
-    # the comparison: the shipped model against the ancestor on >= 84 problems
-    assert list(profile.models) == ["ancestor", "compressed"] and profile.limit >= 84
+    # the comparison: the shipped model against the ancestor on >= 84 problems, with the
+    # trained model between them to separate what fine-tuning and compression cost
+    assert list(profile.models) == ["ancestor", "trained", "compressed"] and profile.limit >= 84
 
 
 def test_run_humaneval_reports_real_sandbox_outcomes(monkeypatch):
