@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny prepared task suite and a tiny model trained on it for a few seconds."""
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,17 @@ def tiny_trained(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "tiny"
     save_model(model, tokenizer, out, {"name": "tiny", "parents": [], "params": {"steps": 150}})
     return out, history
+
+
+@pytest.fixture(scope="session")
+def load_bench():
+    """Import a script of bench/ by name (bench/ is not a package): ``load_bench("grokfast")``."""
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

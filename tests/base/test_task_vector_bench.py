@@ -1,7 +1,5 @@
 """bench/task_vectors.py's re-trained specialists: disjoint MLP shares and silent replay."""
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,15 +13,6 @@ from forgelib.data.tasks import load_tasks
 from forgelib.models.build import build_llama, llama_config
 from forgelib.models.hf import load_model, load_tokenizer, save_model
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "task_vectors.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_task_vectors", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def _model(tokenizer, seed=0):
     config = llama_config(vocab_size=len(tokenizer), hidden_size=16, num_layers=2, num_heads=2, intermediate_size=30,
@@ -31,8 +20,8 @@ def _model(tokenizer, seed=0):
     return build_llama(config, seed=seed)
 
 
-def test_mlp_shares_deal_every_unit_to_exactly_one_specialist(tiny_data):
-    bench = _bench()
+def test_mlp_shares_deal_every_unit_to_exactly_one_specialist(tiny_data, load_bench):
+    bench = load_bench("task_vectors")
     model = _model(load_tokenizer(tiny_data / "tokenizer"))
     shares = bench.mlp_unit_shares(model, ["a", "b", "c"], seed=0)
     for layer in range(2):
@@ -42,8 +31,8 @@ def test_mlp_shares_deal_every_unit_to_exactly_one_specialist(tiny_data):
     assert not torch.equal(shares["a"][0], shares["a"][1])  # a fresh deal per layer
 
 
-def test_masked_training_moves_only_its_own_units(tiny_data):
-    bench = _bench()
+def test_masked_training_moves_only_its_own_units(tiny_data, load_bench):
+    bench = load_bench("task_vectors")
     tokenizer = load_tokenizer(tiny_data / "tokenizer")
     model = _model(tokenizer)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -82,8 +71,8 @@ def _relative_drift(model, ancestor, tokenizer, rows) -> float:
     return float(sum(((h - a).pow(2) * mask).sum() / (a.pow(2) * mask).sum() for h, a in zip(moved, held)) / len(held))
 
 
-def test_silent_replay_holds_the_other_familys_hidden_states(two_family_data, tmp_path):
-    bench = _bench()
+def test_silent_replay_holds_the_other_familys_hidden_states(two_family_data, tmp_path, load_bench):
+    bench = load_bench("task_vectors")
     tokenizer = load_tokenizer(two_family_data / "tokenizer")
     save_model(_model(tokenizer), tokenizer, tmp_path / "ancestor", {"name": "tiny-ancestor"})
     tasks = load_tasks(two_family_data)

@@ -1,23 +1,11 @@
 """bench/grokfast.py's equations: the paper's one-token operands and the --digits variant."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "grokfast.py"
 
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_grokfast", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_digit_operands_encode_the_same_equations_as_single_tokens():
-    bench = _bench()
+def test_digit_operands_encode_the_same_equations_as_single_tokens(load_bench):
+    bench = load_bench("grokfast")
     tokens, answers = bench.equations("*", 97)
     digits, digit_answers = bench.equations("*", 97, digits=True)
     assert tokens.shape == (9312, 4) and digits.shape == (9312, 6)
@@ -31,8 +19,8 @@ def test_digit_operands_encode_the_same_equations_as_single_tokens():
     assert all(int(a) == x * y % 97 for (x, _, y, _), a in zip(tokens.tolist()[::97], answers.tolist()[::97]))
 
 
-def test_digit_operands_need_two_digit_moduli_and_fit_the_decoder():
-    bench = _bench()
+def test_digit_operands_need_two_digit_moduli_and_fit_the_decoder(load_bench):
+    bench = load_bench("grokfast")
     with pytest.raises(ValueError, match="p must be <= 100"):
         bench.equations("+", 101, digits=True)
     inputs, _ = bench.equations("+", 13, digits=True)
