@@ -84,18 +84,17 @@ from pathlib import Path
 
 import torch
 
-from forgelib.base.build import _mixed_rows, _settings
+from forgelib.base.build import _mixed_rows, _settings, _train_rows
 from forgelib.base.sft import train_sft
 from forgelib.config import load_section
 from forgelib.data.batching import encode_rows, infinite_batches
-from forgelib.data.tasks import families as task_families
-from forgelib.train.schedule import learning_rate
-from forgelib.data.tasks import load_tasks
+from forgelib.data.tasks import families as task_families, load_tasks
 from forgelib.eval.evaluate import fast_mean_exact_match
 from forgelib.io import write_json
 from forgelib.models.hf import load_model, save_model
 from forgelib.runtime import configure_torch
 from forgelib.specialize.svf import ADAPTED
+from forgelib.train.schedule import learning_rate
 
 
 def weight_grid(names: list[str]) -> list[tuple[float, ...]]:
@@ -175,6 +174,11 @@ def retrained_specialists(cfg, tasks, ancestor: Path, out: Path, families: list[
                                                   "params": {"lr": lr, "disjoint": disjoint, "distill_replay": distill}})
 
 
+def relative_hidden_distance(moved, held, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over layers of ``|h - h_A|^2 / |h_A|^2`` on the positions ``mask`` (B, T, 1) keeps."""
+    return sum(((h - a).pow(2) * mask).sum() / (a.pow(2) * mask).sum() for h, a in zip(moved, held)) / len(held)
+
+
 def silent_specialist(cfg, tasks, ancestor: Path, out: Path, name: str, lr: float, weight: float) -> None:
     """Own family by cross-entropy; on the other families, every layer's hidden states held at the ancestor's."""
     from tqdm.auto import tqdm
@@ -182,8 +186,8 @@ def silent_specialist(cfg, tasks, ancestor: Path, out: Path, name: str, lr: floa
     own_names = task_families(list(tasks))[cfg.specialists[name].family]
     model, tokenizer = load_model(ancestor)
     frozen = load_model(ancestor)[0].eval().requires_grad_(False)
-    own = encode_rows(tokenizer, [r for t in own_names for r in tasks[t]["train"]])
-    other = encode_rows(tokenizer, [r for t in tasks if t not in own_names for r in tasks[t]["train"]])
+    own = encode_rows(tokenizer, _train_rows(tasks, own_names))
+    other = encode_rows(tokenizer, _train_rows(tasks, [t for t in tasks if t not in own_names]))
     settings = replace(_settings(cfg.specialist, cfg.seed + 1), lr=lr)
     torch.manual_seed(settings.seed)
     half = settings.batch_size // 2  # the same half-and-half batches as replay_fraction 0.5
@@ -202,7 +206,7 @@ def silent_specialist(cfg, tasks, ancestor: Path, out: Path, name: str, lr: floa
         with torch.no_grad():
             held = frozen(**inputs).hidden_states[1:]
         moved = model(**inputs).hidden_states[1:]
-        silence = sum(((h - a).pow(2) * mask).sum() / (a.pow(2) * mask).sum() for h, a in zip(moved, held)) / len(held)
+        silence = relative_hidden_distance(moved, held, mask)
         loss = ce + weight * silence
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -62,13 +62,13 @@ def two_family_data(tmp_path_factory):
     return out
 
 
-def _relative_drift(model, ancestor, tokenizer, rows) -> float:
+def _relative_drift(bench, model, ancestor, tokenizer, rows) -> float:
     batch = collate(encode_rows(tokenizer, rows), tokenizer.pad_token_id)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "output_hidden_states": True}
     mask = batch["attention_mask"].unsqueeze(-1).float()
     with torch.no_grad():
         moved, held = model(**inputs).hidden_states[1:], ancestor(**inputs).hidden_states[1:]
-    return float(sum(((h - a).pow(2) * mask).sum() / (a.pow(2) * mask).sum() for h, a in zip(moved, held)) / len(held))
+    return float(bench.relative_hidden_distance(moved, held, mask))
 
 
 def test_silent_replay_holds_the_other_familys_hidden_states(two_family_data, tmp_path, load_bench):
@@ -83,7 +83,7 @@ def test_silent_replay_holds_the_other_familys_hidden_states(two_family_data, tm
     for weight in (0.0, 100.0):
         bench.silent_specialist(cfg, tasks, tmp_path / "ancestor", tmp_path / f"w{weight}", "string", 1e-2, weight)
         model = load_model(tmp_path / f"w{weight}" / "string")[0]
-        drift[weight] = _relative_drift(model, ancestor, tokenizer, tasks["parity"]["validation"])
+        drift[weight] = _relative_drift(bench, model, ancestor, tokenizer, tasks["parity"]["validation"])
     # both fine-tunes moved the weights; held to the ancestor, the parity activations move >= 100x less
     assert drift[0.0] > 0.01
     assert drift[100.0] * 100 <= drift[0.0], drift
