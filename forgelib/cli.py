@@ -453,7 +453,7 @@ app.add_typer(compression_app, name="compression")
 def compression_compress(
     input_dir: Path = typer.Option(Path("models/trained"), "--input", help="HF model directory to compress."),
     output: Path = typer.Option(Path("models/compressed"), "--output", help="Output directory (stage1/, final/)."),
-    stages: int = typer.Option(2, "--stages", help="1 (BitNet + SeedLM) or 2 (then VPTQ + HyperFn)."),
+    stages: int = typer.Option(2, "--stages", help="1 (stage 1 only) or 2 (stage 2 re-encodes stage 1's output); codecs per group from --params `compress`."),
     target_size: Optional[float] = typer.Option(None, "--target-size", help="Final size as a fraction of fp32 bytes."),
     params: Path = typer.Option(Path("params.yaml"), help="Params file (section `compress`)."),
     data: Path = typer.Option(Path("data"), help="Prepared data (evaluation, heal and calibration batches)."),
