@@ -47,6 +47,18 @@ A fresh model of twice the depth (``--fresh 64 4 4 256``, same recipe, 1 thread,
 2400``: 10,500 steps) does the same: train pairs memorised by step 2,500, validation <= 0.035
 (metrics/bench/grok_mod_mul_depth4.json).
 
+The Grokfast paper's optimizer does not change that. ``--optimizer adam --weight-decay 0.005
+--decay-norms`` (Adam with L2 weight decay added to the gradient of every parameter, as the
+reference code; bench/grokfast.py groks with it) from the ancestor, x*y pairs only, Grokfast EMA,
+24,000 steps (25 min at 62 ms/step on 2 threads of the Xeon; metrics/bench/grok_mod_mul_adam_l2.json):
+the train pairs are learnt slowly (exact match 0.09 at step 2,000, 0.40 at 10,000, 0.60 at
+24,000) and validation never exceeds 0.035. A fresh model of the paper's width with that recipe
+(``--fresh 128 2 4 512``) did not start learning: its loss stayed at 1.54-1.58 nats per answer
+token, just under the 1.596 of predicting each answer position's marginal, with train exact match
+<= 0.038, until it was stopped at step 2,750 (about 160 ms/step;
+metrics/bench/grok_mod_mul_fresh128_adam_l2.json holds its log lines). bench/grokfast.py
+``--digit-answer`` isolates the cause on the paper's own decoder: writing the answer as digits.
+
     python bench/grok_modular.py --json                          # both arms, 2000 steps each
     python bench/grok_modular.py --grokfast --max-steps 500      # a quick look
 """
@@ -257,7 +269,10 @@ def run_arm(name: str, grokfast: bool, args, data, log) -> dict:
     groups = [{"params": decay, "weight_decay": args.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
-    optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(args.beta1, args.beta2), eps=1e-8)
+    # "adamw": decoupled weight decay (the recipe); "adam": L2-style weight decay added to the
+    # gradient, as in the Grokfast reference code's default optimizer (bench/grokfast.py)
+    opt_cls = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(groups, lr=args.lr, betas=(args.beta1, args.beta2), eps=1e-8)
     ema_state: dict = {}
     # integer rows per pool per batch (largest remainder, at least one row for a positive weight)
     counts = {k: int(args.batch_size * w) for k, w in mix.items()}
@@ -373,6 +388,8 @@ def main(argv=None) -> int:
     ap.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
     ap.add_argument("--warmup-steps", type=int, default=10)
     ap.add_argument("--weight-decay", type=float, default=1.0)
+    ap.add_argument("--optimizer", choices=["adamw", "adam"], default="adamw",
+                    help="adamw: decoupled weight decay (default); adam: L2 weight decay in the gradient, as Grokfast's code")
     ap.add_argument("--decay-norms", action="store_true", help="also apply weight decay to the RMSNorm weights (default: not)")
     ap.add_argument("--beta1", type=float, default=0.9)
     ap.add_argument("--beta2", type=float, default=0.98)
