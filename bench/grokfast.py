@@ -86,14 +86,12 @@ class Block(nn.Module):
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
 
-    def forward(self, x: torch.Tensor, causal: torch.Tensor | None, last: int = 0) -> torch.Tensor:
-        """x: (B, T, dim). ``causal=None`` computes only the last position, which attends to all;
-        ``last=k`` computes only the last k positions, each attending causally."""
+    def forward(self, x: torch.Tensor, causal: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, T, dim). ``causal``: the causal mask's last k rows (k, T), which computes only the
+        last k positions; ``None`` computes only the last position, which attends to all."""
         x = self.ln_attn(x)
-        if last:
-            query, causal = x[:, -last:], causal[-last:]
-        else:
-            query = x if causal is not None else x[:, -1:]
+        k = 1 if causal is None else causal.shape[0]
+        query = x if k == x.shape[1] else x[:, -k:]  # x itself when all positions: MHA's self-attention path
         h = query + self.attn(query, x, x, attn_mask=causal, need_weights=False)[0]
         return h + self.mlp(self.ln_mlp(h))
 
@@ -117,7 +115,7 @@ class Decoder(nn.Module):
         # and MLPs: the same logits for about 30% less compute.
         if answer_tokens == 1:
             return self.head(self.ln_out(self.blocks[-1](h, None)[:, -1]))
-        return self.head(self.ln_out(self.blocks[-1](h, causal, last=answer_tokens)))
+        return self.head(self.ln_out(self.blocks[-1](h, causal[-answer_tokens:])))
 
 
 def equations(op: str, p: int, digits: bool = False, digit_answer: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
