@@ -37,7 +37,8 @@ runs were not requested is null.
 
 Measured (2 threads of an AVX-512 Xeon, seed 0): ``--filters ema,baseline_matched_wd --max-steps
 20000 --threads 2``: EMA reaches 95% validation accuracy at step 1,030, the matched-weight-decay
-baseline at 4,400, a 4.3x speedup (metrics/bench/grokfast_paper.json; 5.5 min). With ``--digits``
+baseline at 4,400, a 4.3x speedup (metrics/bench/grokfast_paper.json; 5.5 min); a re-run at c0b2b33
+gave 1,550 and 10,800, 7.0x (metrics/bench/grokfast_paper_rerun.json; cause not found). With ``--digits``
 the same decoder, split, optimizer and filter grok about 20x later: validation accuracy 0.145 at
 step 15,000 (``--max-steps 15000 --eval-every 50``, 8.8 min; metrics/bench/grokfast_digits_15k.json)
 and 95% at step 20,200 (``--digits --filters ema --max-steps 45000 --eval-every 100``, 31 ms/step,
