@@ -61,6 +61,20 @@ metrics/bench/grok_mod_mul_fresh128_adam_l2.json holds its log lines). bench/gro
 There, as here, AdamW with decoupled weight decay 1.0 memorises and does not generalise in 30,000
 steps, and Adam with L2 weight decay 0.005 does not fit the train pairs in 45,000.
 
+One token per number flips it in the Llama too. ``--number-tokens`` (with ``--fresh``; the
+ancestor has no embeddings for them) trains with ``build_char_tokenizer(number_tokens=True)``:
+every standalone 1-2 digit number is one token (``59+86%97=48`` is 7 tokens, not 11); the text is
+the suite's. A fresh model of the ancestor's shape (``--fresh 64 2 4 256``), both modular tasks
+only (``--modular-weight 1.0``), 50% of the pairs, the default recipe (AdamW, weight decay 1.0,
+Grokfast EMA 0.98 / 2), 2 threads of the Xeon: the mod_mul train pairs are fitted by step 3,000 (0.95), then
+validation climbs (modular 0.44 at 3,000, 0.61 at 9,000) and the family reaches 0.9 at step
+**13,500** (mod_add at 11,250; mod_mul 0.86 when the run stopped at 13,750; 12.5 min at
+54 ms/step; metrics/bench/grok_numtok.json). With 32% of the pairs (the prepared suite's 3,000
+train rows) it had fitted its pairs by step 1,500 and stayed at <= 0.035 to step 3,700, where it
+was stopped (metrics/bench/grok_numtok_frac032_log.json, its log lines). Adam with L2 weight decay
+0.005 (the paper's) learned little in 6,000 steps (modular <= 0.06;
+metrics/bench/grok_numtok_adam_l2.json).
+
     python bench/grok_modular.py --json                          # both arms, 2000 steps each
     python bench/grok_modular.py --grokfast --max-steps 500      # a quick look
 """
@@ -249,10 +263,12 @@ class Evaluator:
 def run_arm(name: str, grokfast: bool, args, data, log) -> dict:
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(args.ancestor)
+    if args.number_tokens:
+        tokenizer = data["tokenizer"]
     if args.fresh:
         from forgelib.models.build import build_llama, llama_config
         c = model.config
-        cfg = llama_config(vocab_size=c.vocab_size, hidden_size=args.fresh[0], num_layers=args.fresh[1], num_heads=args.fresh[2],
+        cfg = llama_config(vocab_size=len(tokenizer), hidden_size=args.fresh[0], num_layers=args.fresh[1], num_heads=args.fresh[2],
                            intermediate_size=args.fresh[3], max_position_embeddings=c.max_position_embeddings,
                            pad_token_id=c.pad_token_id, bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id)
         model = build_llama(cfg, seed=args.seed)
@@ -411,6 +427,9 @@ def main(argv=None) -> int:
     ap.add_argument("--log-train-acc", action="store_true", help="also log exact match on 400 mod_mul train rows")
     ap.add_argument("--fresh", type=int, nargs=4, default=None, metavar=("HIDDEN", "LAYERS", "HEADS", "INTER"),
                     help="scratch experiments: train a freshly initialised model of this shape instead of the ancestor")
+    ap.add_argument("--number-tokens", action="store_true",
+                    help="with --fresh: a tokenizer that gives each 1-2 digit number one token "
+                         "(forgelib.data.tokenizer.build_char_tokenizer(number_tokens=True))")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object (logs go to stderr)")
@@ -420,6 +439,11 @@ def main(argv=None) -> int:
 
     tasks = load_tasks(args.data)
     tokenizer = load_tokenizer(os.path.join(args.data, "tokenizer"))
+    if args.number_tokens:
+        if not args.fresh:
+            raise SystemExit("--number-tokens needs --fresh: the ancestor has no embeddings for number tokens")
+        from forgelib.data.tokenizer import build_char_tokenizer
+        tokenizer = build_char_tokenizer(number_tokens=True)
     val_rows = [r for name in tasks for r in tasks[name]["validation"]]
     pools, mix = {}, {}
     for name in MODULAR:
@@ -430,23 +454,33 @@ def main(argv=None) -> int:
     replay = [r for name in tasks if name not in MODULAR for r in tasks[name]["train"]]
     pools["replay"] = Pool(encode_rows(tokenizer, replay), tokenizer.pad_token_id)
     mix["replay"] = 1 - args.modular_weight
-    data = {"pools": pools, "mix": mix, "val_rows": val_rows}
+    data = {"pools": pools, "mix": mix, "val_rows": val_rows, "tokenizer": tokenizer}
 
     model, _ = load_model(args.ancestor)
+    if args.number_tokens:
+        from forgelib.models.build import build_llama, llama_config
+        c = model.config
+        model = build_llama(llama_config(vocab_size=len(tokenizer), hidden_size=args.fresh[0], num_layers=args.fresh[1],
+                                         num_heads=args.fresh[2], intermediate_size=args.fresh[3],
+                                         max_position_embeddings=c.max_position_embeddings, pad_token_id=c.pad_token_id,
+                                         bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id), seed=args.seed)
     lean = LeanForward(model)
     lean.pad_id = tokenizer.pad_token_id
     probe = Pool(encode_rows(tokenizer, val_rows[::50]), tokenizer.pad_token_id)
     diff = lean.check_against_hf(*probe.take(torch.arange(len(probe))))
     if diff > 1e-4:
         raise SystemExit(f"lean forward disagrees with the HF forward: max logit diff {diff}")
+    # with --number-tokens the model checked here is a fresh initialisation (the ancestor has no
+    # number-token embeddings), so its scores are recorded as "initial", not as the ancestor's
+    start_key = "initial" if args.number_tokens else "ancestor"
     anc_task, anc_fam = Evaluator(lean, tokenizer, val_rows).full()
-    log("[ancestor] " + " ".join(f"{k}={v:.3f}" for k, v in {**anc_task, **anc_fam}.items()))
+    log(f"[{start_key}] " + " ".join(f"{k}={v:.3f}" for k, v in {**anc_task, **anc_fam}.items()))
 
     result = {
         "recipe": {k: v for k, v in vars(args).items() if k not in ("json",)},
         "modular_train_rows": {k: len(pools[k]) for k in MODULAR},
         "replay_rows": len(pools["replay"]),
-        "ancestor": {"task_accuracy": {k: round(v, 4) for k, v in anc_task.items()},
+        start_key: {"task_accuracy": {k: round(v, 4) for k, v in anc_task.items()},
                      "family_accuracy": {k: round(v, 4) for k, v in anc_fam.items()}},
         "arms": {},
     }
@@ -457,8 +491,9 @@ def main(argv=None) -> int:
         if arm == "no_grokfast" and args.control_steps:
             arm_args.max_steps = args.control_steps
         res = run_arm(arm, arm == "grokfast", arm_args, data, log)
-        res["retention_vs_ancestor"] = {f: round(res["final_family_accuracy"][f] / anc_fam[f], 4) if anc_fam[f] > 0 else None
-                                        for f in anc_fam if f != "modular"}
+        res["retention_vs_ancestor"] = None if args.number_tokens else {
+            f: round(res["final_family_accuracy"][f] / anc_fam[f], 4) if anc_fam[f] > 0 else None
+            for f in anc_fam if f != "modular"}
         result["arms"][arm] = res
         summary = {k: res[k] for k in ("steps_to_modular_0_9", "steps_to_task_0_9", "steps_run", "stopped", "wall_seconds", "ms_per_step")}
         log(f"[{arm}] done {summary} final={res['final_family_accuracy']} retention={res['retention_vs_ancestor']}")

@@ -17,12 +17,31 @@ SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz+-*%=:()[] "
 
 
-def build_char_tokenizer(alphabet: str = ALPHABET) -> PreTrainedTokenizerFast:
+NUMBER_PATTERN = r"(?<![0-9])[0-9]{1,2}(?![0-9])|."
+"""With ``number_tokens``: a run of one or two digits that stands alone is one token (``59``,
+``07``); longer runs stay one token per digit."""
+
+
+def build_char_tokenizer(alphabet: str = ALPHABET, number_tokens: bool = False) -> PreTrainedTokenizerFast:
+    """Characters of ``alphabet`` as tokens; with ``number_tokens`` also every one- and two-digit
+    string (``00``..``99``) as a token of its own, used for digit runs of at most two digits.
+
+    The second form is the Grokfast paper's setting (each residue one token) written as a general
+    rule rather than a task's: 3+-digit runs (sums, sort and parity strings) keep their digits.
+    It is used by ``bench/grok_modular.py --number-tokens`` and not by the pipeline, which keeps
+    the character form: a model with number tokens cannot go to GGUF (``forgelib.export.gguf_vocab``
+    takes one-character vocabularies; no llama.cpp pre-tokenizer splits digits this way), and its
+    teacher-forced exact match is only a lower bound on greedy decoding's, which may spell ``48``
+    as ``4`` ``8``.
+    """
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for ch in dict.fromkeys(alphabet):
         vocab[ch] = len(vocab)
+    if number_tokens:
+        for text in [str(n) for n in range(10)] + [f"{n:02d}" for n in range(100)]:
+            vocab.setdefault(text, len(vocab))
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(NUMBER_PATTERN if number_tokens else "."), behavior="isolated")
     core.decoder = decoders.Fuse()
     core.post_processor = processors.TemplateProcessing(
         single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])]

@@ -25,3 +25,27 @@ def test_loss_only_on_answer_and_eos():
     assert batch["input_ids"].shape == (2, 10)
     assert batch["attention_mask"][0].tolist() == [1] * 7 + [0, 0, 0]
     assert batch["labels"][0, 7:].tolist() == [IGNORE] * 3
+
+
+def test_number_tokens_give_short_numbers_one_token_and_keep_long_runs_as_digits(tmp_path):
+    tok = build_char_tokenizer(number_tokens=True)
+    char = build_char_tokenizer()
+    assert len(tok) == len(char) + 100  # 00..99 beside the alphabet's ten digits
+    pieces = lambda text: tok.convert_ids_to_tokens(tok(text)["input_ids"][1:])
+    assert pieces("59+86%97=48") == ["59", "+", "86", "%", "97", "=", "48"]
+    assert pieces("87*29%97=1") == ["87", "*", "29", "%", "97", "=", "1"]
+    assert pieces("96+39=135") == ["96", "+", "39", "=", "1", "3", "5"]
+    assert pieces("srt:9402=0249") == list("srt:9402=0249")
+    assert pieces("par:07=07") == ["p", "a", "r", ":", "07", "=", "07"]
+    # the character ids are the character tokenizer's, so only the new rows differ
+    assert tok("rev:abc=")["input_ids"] == char("rev:abc=")["input_ids"]
+    # prompt and answer tokenized apart give the ids of the whole text (prompts end in '=')
+    ids, _ = encode(tok, "59+86%97=", "48")
+    assert ids == tok("59+86%97=48")["input_ids"] + [tok.eos_token_id]
+    tok.save_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    for text in ("59+86%97=48", "96+39=135", "srt:94=49"):
+        assert again(text)["input_ids"] == tok(text)["input_ids"]
+        assert again.decode(again(text)["input_ids"], skip_special_tokens=True) == text
