@@ -79,7 +79,7 @@ Without Grokfast (``--no-grokfast``, otherwise the same) the family reaches 0.9 
 metrics/bench/grok_numtok_no_grokfast.json): Grokfast makes grokking 4.9x slower here, with the same
 optimizer and weight decay in both arms, the opposite of the paper's claim. The tokenizer is the
 switch: with the suite's character tokens, the same fresh model and recipe without Grokfast
-reach mod_add 0.9 at step 5,250 but never lift mod_mul above 0.03 in 9,000 steps (3.3x;
+reach mod_add 0.9 at step 5,250 but never lift mod_mul above 0.045 in 9,000 steps (3.3x;
 metrics/bench/grok_chartok_fresh_no_grokfast.json), and with Grokfast mod_mul is 0.010 at step
 4,250, where that run was stopped (metrics/bench/grok_chartok_fresh_log.json, its log lines).
 With half of each batch replaying the other six tasks (``--modular-weight 0.5``, number tokens,
