@@ -87,7 +87,8 @@ no Grokfast) the family reaches 0.9 at step 6,750 (12.2 min at 104 ms/step on 2 
 arithmetic 0.845, logic 0.830 and string 0.932 on validation at step 7,000
 (metrics/bench/grok_numtok_mixed_no_grokfast.json); with 32% of the pairs (about the prepared
 suite's 3,000 rows per task) at step 8,750 (metrics/bench/grok_numtok_mixed_frac032_no_grokfast.json,
-1 thread). With number tokens, teacher-forced exact match
+1 thread). With Grokfast in that mixed run (50% of the pairs) it is step 7,500, so there the two
+arms are close (metrics/bench/grok_numtok_mixed_grokfast.json, one seed each). With number tokens, teacher-forced exact match
 is a lower bound on greedy decoding's, which may spell an answer's number as its digits.
 
     python bench/grok_modular.py --json                          # both arms, 2000 steps each
