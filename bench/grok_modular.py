@@ -109,6 +109,7 @@ import torch.nn.functional as F
 
 from forgelib.data.batching import IGNORE, encode_rows
 from forgelib.data.tasks import get_task, load_tasks
+from forgelib.data.tokenizer import build_char_tokenizer
 from forgelib.eval.scoring import accuracy_by_task, family_scores
 from forgelib.models.hf import load_model, load_tokenizer
 from forgelib.train.grokfast import apply_grad_filter_, gradfilter_ema
@@ -457,16 +458,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object (logs go to stderr)")
     args = ap.parse_args(argv)
+    if args.number_tokens and not args.fresh:
+        raise SystemExit("--number-tokens needs --fresh: the ancestor has no embeddings for number tokens")
     torch.set_num_threads(args.threads)
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
 
     tasks = load_tasks(args.data)
-    tokenizer = load_tokenizer(os.path.join(args.data, "tokenizer"))
-    if args.number_tokens:
-        if not args.fresh:
-            raise SystemExit("--number-tokens needs --fresh: the ancestor has no embeddings for number tokens")
-        from forgelib.data.tokenizer import build_char_tokenizer
-        tokenizer = build_char_tokenizer(number_tokens=True)
+    tokenizer = (build_char_tokenizer(number_tokens=True) if args.number_tokens
+                 else load_tokenizer(os.path.join(args.data, "tokenizer")))
     val_rows = [r for name in tasks for r in tasks[name]["validation"]]
     pools, mix = {}, {}
     for name in MODULAR:
