@@ -131,8 +131,7 @@ def call_rows(data_dir: str | Path, *, n_train: int, n_test: int, seed: int) -> 
 
 def check_fits(rows: Sequence[dict], max_positions: int, tokenizer) -> None:
     """Every encoded tool row fits the model's positions, or a ForgeError naming the longest."""
-    longest = max(rows, key=lambda r: len(r["prompt"]) + len(r["target"]))
-    length = len(encode_tool_row(tokenizer, longest)[0])
+    length, longest = max(((len(encode_tool_row(tokenizer, row)[0]), row) for row in rows), key=lambda pair: pair[0])
     if length > max_positions:
         raise ForgeError(f"tool data: {longest['prompt']!r} encodes to {length} tokens, more than the model's "
                          f"max_position_embeddings={max_positions}; use shorter operands")

@@ -27,6 +27,11 @@ class PrepareConfig:
         "(0.5 for modular arithmetic, the Grokfast split).",
         default=0.5,
     )
+    number_tokens: bool = doc(
+        "Tokenizer: every standalone one- or two-digit number is one token (151 tokens instead of "
+        "51; longer digit runs stay one token per digit). Off: one token per character.",
+        default=False,
+    )
 
     def __post_init__(self):
         for name in self.tasks:

@@ -46,7 +46,7 @@ def prepare(cfg: PrepareConfig, out_dir: str | Path, metrics_path: str | Path | 
                 "level": cfg.level(task),
                 **{name: len(ds) for name, ds in splits.items()},
             }
-        tokenizer = build_char_tokenizer()
+        tokenizer = build_char_tokenizer(number_tokens=cfg.number_tokens)
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         stats["vocab_size"] = len(tokenizer)
     if metrics_path:

@@ -28,11 +28,10 @@ def build_char_tokenizer(alphabet: str = ALPHABET, number_tokens: bool = False) 
 
     The second form is the Grokfast paper's setting (each residue one token) written as a general
     rule rather than a task's: 3+-digit runs (sums, sort and parity strings) keep their digits.
-    It is used by ``bench/grok_modular.py --number-tokens`` and not by the pipeline, which keeps
-    the character form: a model with number tokens cannot go to GGUF (``forgelib.export.gguf_vocab``
-    takes one-character vocabularies; no llama.cpp pre-tokenizer splits digits this way), and its
-    teacher-forced exact match is only a lower bound on greedy decoding's, which may spell ``48``
-    as ``4`` ``8``.
+    ``prepare.number_tokens`` chooses it for the pipeline (``bench/grok_modular.py --number-tokens``
+    for the benchmark). Its costs: a GGUF reader cannot reproduce the split exactly (runs of 3+
+    digits tokenize differently there, see :mod:`forgelib.export.gguf_vocab`), and teacher-forced
+    exact match is only a lower bound on greedy decoding's, which may spell ``48`` as ``4`` ``8``.
     """
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for ch in dict.fromkeys(alphabet):

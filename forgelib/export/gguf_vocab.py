@@ -55,9 +55,14 @@ def gguf_vocab(tokenizer, n_vocab: int) -> GGUFVocab:
     elif kind == "WordLevel" and all(len(token) == 1 for token in ids if token not in added):
         spelling = bytes_to_unicode()
         spell, merges, pre = (lambda token: "".join(spelling[b] for b in token.encode("utf-8"))), [], "gpt-2"
+    elif kind == "WordLevel" and _number_tokens(backend, ids, added):
+        spelling = bytes_to_unicode()
+        spell, pre = (lambda token: "".join(spelling[b] for b in token.encode("utf-8"))), "gpt-2"
+        merges = [f"{token[0]} {token[1]}" for token, _ in sorted(ids.items(), key=lambda item: item[1])
+                  if token not in added and len(token) == 2]
     else:
         raise ForgeError(f"GGUF export: tokenizer model {kind!r} is not supported; supported: byte-level BPE "
-                         "(GPT-2 style) and Forge's character-level WordLevel tokenizer")
+                         "(GPT-2 style) and Forge's character-level WordLevel tokenizer (with or without number tokens)")
     if max(ids.values()) >= n_vocab:
         raise ForgeError(f"GGUF export: tokenizer has ids up to {max(ids.values())} but the embedding has {n_vocab} rows")
     by_id = {index: token for token, index in ids.items()}
@@ -102,6 +107,16 @@ def add_vocab(writer: GGUFWriter, vocab: GGUFVocab) -> None:
     writer.add_add_space_prefix(False)
     if vocab.chat_template:
         writer.add_chat_template(vocab.chat_template)
+
+
+def _number_tokens(backend: dict, ids: dict, added: set) -> bool:
+    """Forge's character tokenizer with number tokens: one-character tokens and two-digit ones,
+    split by :data:`forgelib.data.tokenizer.NUMBER_PATTERN`."""
+    from forgelib.data.tokenizer import NUMBER_PATTERN
+
+    tokens = [token for token in ids if token not in added]
+    return (NUMBER_PATTERN in json.dumps(backend.get("pre_tokenizer"))
+            and all(len(token) == 1 or (len(token) == 2 and token.isdigit()) for token in tokens))
 
 
 def _byte_level(backend: dict) -> bool:

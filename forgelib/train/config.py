@@ -308,8 +308,18 @@ class TrainConfig:
         "levels the prepared split does not hold), split otherwise.",
         default="auto",
     )
+    task_weights: dict[str, float] = doc(
+        "Relative weight of a task when a batch example picks its task (a task not named weighs "
+        "1; empty: every task equally often).",
+        default_factory=dict,
+    )
     lr: float = doc("Peak learning rate (AdamW).", default=1e-3)
     weight_decay: float = doc("AdamW decoupled weight decay.", default=0.0)
+    decay_norms: bool = doc(
+        "Weight decay on the RMSNorm gains too; false: matrices only (the Grokfast paper's code "
+        "decays every parameter; at weight decay 1.0 the gains would shrink towards 0).",
+        default=True,
+    )
     betas: tuple[float, float] = doc("AdamW betas (Grokfast paper setup).", default=(0.9, 0.98))
     warmup_steps: int = doc("Linear learning-rate warmup.", default=10)
     lr_schedule: Literal["constant", "cosine"] = doc(
@@ -341,6 +351,8 @@ class TrainConfig:
         for key, low in (("seed", 0), ("max_steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("eval_every", 1),
                          ("eval_limit", 1), ("log_every", 1), ("checkpoint_every", 0), ("keep_checkpoints", 1)):
             check(getattr(self, key) >= low, key, f"an integer >= {low}", getattr(self, key))
+        for name, weight in self.task_weights.items():
+            check(weight > 0, f"task_weights.{name}", "a float > 0", weight)
         check(self.lr > 0, "lr", "a float > 0", self.lr)
         check(self.weight_decay >= 0, "weight_decay", "a float >= 0", self.weight_decay)
         check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two floats in [0, 1)",

@@ -69,7 +69,12 @@ CADENCE_KEYS = ("log_every", "checkpoint_every", "keep_checkpoints", "wandb")
 
 
 def make_optimizer(cfg: TrainConfig, model, controllers: list[Controller]) -> torch.optim.Optimizer:
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "name": "model"}]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if cfg.decay_norms:
+        groups = [{"params": trainable, "name": "model"}]
+    else:  # vectors (the RMSNorm gains) without weight decay, as in the Grokfast paper's code
+        groups = [{"params": [p for p in trainable if p.dim() >= 2], "name": "model"},
+                  {"params": [p for p in trainable if p.dim() < 2], "name": "model", "weight_decay": 0.0}]
     extra = [p for c in controllers for p in c.parameters()]
     if extra:
         groups.append({"params": extra, "name": "auxiliary"})
@@ -223,7 +228,8 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
     torch.manual_seed(config.seed)
     identity = run_identity(config, model, tasks)
     quantized = bitnet_qat.attach(model, config.bitnet) if config.bitnet.enabled else []
-    stream = TaskStream(tasks, tokenizer, seed=config.seed, source=config.effective_source())
+    stream = TaskStream(tasks, tokenizer, seed=config.seed, source=config.effective_source(),
+                        weights=config.task_weights)
     env = BuildEnv(model=model, tasks=tasks, stream=stream, max_new_tokens=_answer_budget(stream, tokenizer))
     controllers = build_controllers(config, env)
     optimizer = make_optimizer(config, model, controllers)

@@ -2,7 +2,7 @@
 
 A batch is a pure function of ``(seed, step, levels)``: no iterator state, so a resumed run draws
 exactly the batches an uninterrupted run would. Each example picks a task uniformly (tasks of
-very different sizes are seen equally often), then a row:
+very different sizes are seen equally often, or as often as ``weights`` say), then a row:
 
 - ``source="split"``: a row of the task's prepared train split, at the task family's current
   curriculum level (the nearest level present) or at any level when no curriculum runs.
@@ -32,10 +32,16 @@ def _rows(split) -> list[dict]:
 
 
 class TaskStream:
-    def __init__(self, tasks: Mapping, tokenizer, *, seed: int, source: str = "split"):
+    def __init__(self, tasks: Mapping, tokenizer, *, seed: int, source: str = "split",
+                 weights: Mapping[str, float] | None = None):
         if not tasks:
             raise ForgeError("train: no task datasets given; run `dvc repro prepare` or pass --data")
+        unknown = sorted(set(weights or {}) - set(tasks))
+        if unknown:
+            raise ForgeError(f"train.task_weights: {unknown[0]!r} is not a prepared task; "
+                             f"tasks: {', '.join(sorted(tasks))}")
         self.tokenizer, self.seed, self.source = tokenizer, seed, source
+        self.weights = dict(weights or {})
         self.train = {name: _rows(splits["train"]) for name, splits in tasks.items()}
         self.task_names = sorted(self.train)
         self.family_of = {name: rows[0]["family"] for name, rows in self.train.items() if rows}
@@ -71,7 +77,10 @@ class TaskStream:
         """
         rng = random.Random(f"{self.seed}:{salt}:{step}")
         names = [n for n in self.task_names if self.train[n] or self.source == "generate"]
-        picks = [rng.choice(names) for _ in range(batch_size)]
+        if self.weights:
+            picks = rng.choices(names, weights=[self.weights.get(n, 1.0) for n in names], k=batch_size)
+        else:  # rng.choice, as before task weights existed: the same seed draws the same batches
+            picks = [rng.choice(names) for _ in range(batch_size)]
         if self.source == "generate":
             return self._generated(rng, step, picks, levels, salt)
         rows = []

@@ -49,3 +49,17 @@ def test_number_tokens_give_short_numbers_one_token_and_keep_long_runs_as_digits
     for text in ("59+86%97=48", "96+39=135", "srt:94=49"):
         assert again(text)["input_ids"] == tok(text)["input_ids"]
         assert again.decode(again(text)["input_ids"], skip_special_tokens=True) == text
+
+
+def test_prepare_number_tokens_writes_the_number_token_tokenizer(tmp_path):
+    from forgelib.data.config import PrepareConfig
+    from forgelib.data.prepare import prepare
+    from forgelib.models.hf import load_tokenizer
+
+    stats = prepare(PrepareConfig(tasks=("mod_add",), default_level=1, n_train=20, n_val=5, n_test=5,
+                                  number_tokens=True), tmp_path / "data")
+    tok = load_tokenizer(tmp_path / "data" / "tokenizer")
+    assert stats["vocab_size"] == len(tok) == 151
+    assert tok.convert_ids_to_tokens(tok("59+86%97=48")["input_ids"]) == ["<bos>", "59", "+", "86", "%", "97", "=", "48"]
+    plain = prepare(PrepareConfig(tasks=("mod_add",), default_level=1, n_train=20, n_val=5, n_test=5), tmp_path / "plain")
+    assert plain["vocab_size"] == 51

@@ -15,10 +15,12 @@ from typer.testing import CliRunner
 from forgelib.cli import app
 from forgelib.compress.loader import load_model_any
 from forgelib.errors import ForgeError
-from forgelib.export.check import check_export, check_rows
+from forgelib.data.tokenizer import build_char_tokenizer
+from forgelib.export.check import check_export, check_rows, load_exported
 from forgelib.export.gguf import permute_rotary, tensor_type, write_gguf
 from forgelib.export.gguf_vocab import gguf_vocab
 from forgelib.export.run import export_model
+from forgelib.models.build import build_llama, llama_config
 from forgelib.models.gguf import SMOLLM2_MODULE, find_packaged_gguf
 
 LAYER_TENSORS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "attn_norm", "ffn_norm")
@@ -241,3 +243,23 @@ def test_smollm2_vocabulary_is_what_llamacpps_converter_wrote():
     assert vocab.add_bos == field(reader, "tokenizer.ggml.add_bos_token")
     assert vocab.special_ids == {name: field(reader, f"tokenizer.ggml.{key}_token_id") for name, key in
                                  (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding"))}
+
+
+def test_number_tokens_go_to_gguf_as_digit_merges(tmp_path):
+    """With number tokens the GGUF is a BPE with one merge per two-digit token: a reader tokenizes
+    texts whose digit runs are at most two long exactly as the source; a 3-digit run differs
+    (GGUF's named split regexes cannot isolate runs of at most two digits), and that is measured."""
+    tokenizer = build_char_tokenizer(number_tokens=True)
+    model = build_llama(llama_config(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2,
+                                     intermediate_size=64, max_position_embeddings=32), seed=0)
+    write_gguf(model, tokenizer, tmp_path / "n.gguf", gguf_type="f32")
+    reader = GGUFReader(tmp_path / "n.gguf")
+    merges = field(reader, "tokenizer.ggml.merges")
+    assert len(merges) == 100 and merges[:2] == ["0 0", "0 1"] and merges[-1] == "9 9"
+    _, exported = load_exported(tmp_path / "n.gguf", "gguf")
+    for text in ["59+86%97=48", "rev:ab7= 7ba", "7*3%97=21", "srt:10=01"]:
+        assert exported(text)["input_ids"] == tokenizer(text)["input_ids"], text
+    assert len(tokenizer("69+65=134")["input_ids"]) == 8 and len(exported("69+65=134")["input_ids"]) == 7
+    rows = [{"prompt": "59+86%97=", "answer": "48"}, {"prompt": "69+65=", "answer": "134"}]
+    result = check_export(tmp_path / "n.gguf", "gguf", model, tokenizer, rows, max_new_tokens=4)
+    assert result["tokenizer_match"] == 0.5

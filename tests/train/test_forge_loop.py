@@ -116,3 +116,17 @@ def test_analyze_checkpoint_reports_trajectory_and_writes_plots(uninterrupted, t
     assert "grokking stages" in text and "dream @6" in text
     names = {p.name for p in write_plots(analysis, tmp_path / "plots")}
     assert names == {"loss.png", "accuracy.png", "geometry.png", "curriculum.png", "grokfast.png", "dreams.png"}
+
+
+@pytest.mark.parametrize("decay_norms", [True, False])
+def test_decay_norms_false_leaves_the_norm_gains_undecayed(tokenizer, decay_norms):
+    model = tiny_model(tokenizer)
+    cfg = from_dict(TrainConfig, {"lr": 0.1, "weight_decay": 1.0, "decay_norms": decay_norms}, "train")
+    optimizer = forge_loop.make_optimizer(cfg, model, [])
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()  # zero gradients: only the decoupled decay moves a weight, by a factor 1 - lr * wd
+    for name, p in model.named_parameters():
+        decayed = p.dim() >= 2 or decay_norms
+        assert_close(p.detach(), before[name] * (0.9 if decayed else 1.0)), name

@@ -48,3 +48,22 @@ def test_edge_on_a_single_level_split_is_an_error(tasks, tokenizer):
         build_controllers(cfg, BuildEnv(model=tiny_model(tokenizer), tasks=single, stream=stream, max_new_tokens=4))
     assert from_dict(TrainConfig, {"edge": {"enabled": True}}, "train").effective_source() == "generate"
     assert TrainConfig().effective_source() == "split"
+
+
+def test_task_weights_set_how_often_each_task_is_drawn(tasks, tokenizer):
+    names = sorted(tasks)
+    weighted = TaskStream(tasks, tokenizer, seed=0, source="split", weights={"mod_add": 4.0})
+    rows = [r for step in range(40) for r in weighted.sample(step, 64)]
+    share = sum(r["task"] == "mod_add" for r in rows) / len(rows)
+    expected = 4 / (4 + len(names) - 1)  # 2/3 with the fixture's three tasks
+    assert abs(share - expected) < 0.04, (share, expected)
+    uniform = [r for step in range(40) for r in TaskStream(tasks, tokenizer, seed=0).sample(step, 64)]
+    assert abs(sum(r["task"] == "mod_add" for r in uniform) / len(uniform) - 1 / len(names)) < 0.04
+    assert weighted.sample(7, 32) == TaskStream(tasks, tokenizer, seed=0, weights={"mod_add": 4.0}).sample(7, 32)
+
+
+def test_task_weights_name_prepared_tasks_and_are_positive(tasks, tokenizer):
+    with pytest.raises(ForgeError, match="train.task_weights: 'mod_pow' is not a prepared task"):
+        TaskStream(tasks, tokenizer, seed=0, weights={"mod_pow": 2.0})
+    with pytest.raises(ForgeError, match="task_weights.mod_add"):
+        from_dict(TrainConfig, {"task_weights": {"mod_add": 0.0}}, "train")
