@@ -81,4 +81,9 @@ def card(metrics: dict, source: Path) -> dict:
         description += ("\n\nThe GGUF's character-level vocabulary is a byte-level BPE with no merges "
                         "(`tokenizer.ggml.model = gpt2`, scores instead of a merges key, which GGUF cannot store "
                         "empty): transformers reads it; llama.cpp's loader requires a merges key and refuses it.")
+    if gguf["tokenizer_match"] < 1:
+        description += (f"\n\nThe GGUF's tokenizer encodes {gguf['tokenizer_match']:.1%} of the checked texts as the source "
+                        "does: GGUF names its split regex from a fixed list, and none reproduces this tokenizer's "
+                        "(with `prepare.number_tokens`, a reader also merges digits inside runs of three or more). "
+                        "Use the container or `hf/` where the ids matter.")
     return {"name": "Forge deploy", "description": description, "parents": [str(source)], "metrics": metrics}

@@ -326,6 +326,12 @@ class TrainConfig:
         "After warmup: constant, or cosine decay to 10% of ``lr`` at ``max_steps``.",
         default="constant",
     )
+    length_groups: int = doc(
+        "Forward passes per step: the batch's rows sorted by length and cut into this many groups, "
+        "each padded only to its own longest row (forge_loop.forward_by_length). The loss and its "
+        "gradient are the one-pass values up to float rounding; 1: one pass over the padded batch.",
+        default=1,
+    )
     grad_clip: float = doc("Clip the (filtered) gradient's global norm to this; 0 disables clipping.", default=1.0)
     eval_every: int = doc(
         "Steps between evaluations (teacher-forced exact match on train and validation).",
@@ -349,7 +355,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for key, low in (("seed", 0), ("max_steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("eval_every", 1),
-                         ("eval_limit", 1), ("log_every", 1), ("checkpoint_every", 0), ("keep_checkpoints", 1)):
+                         ("eval_limit", 1), ("log_every", 1), ("checkpoint_every", 0), ("keep_checkpoints", 1),
+                         ("length_groups", 1)):
             check(getattr(self, key) >= low, key, f"an integer >= {low}", getattr(self, key))
         for name, weight in self.task_weights.items():
             check(weight > 0, f"task_weights.{name}", "a float > 0", weight)

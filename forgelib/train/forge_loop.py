@@ -43,9 +43,11 @@ import math
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Mapping
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from forgelib.configtools import to_dict
@@ -115,8 +117,7 @@ def optimize(ctx: LoopContext, controllers: list[Controller], rows: list[dict], 
     device = next(ctx.model.parameters()).device
     batch = {k: v.to(device) for k, v in ctx.stream.collate(distributed.shard(rows, rank, world_size)).items()}
     wants_hidden = any(c.wants_hidden_states for c in controllers)
-    outputs = ctx.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        output_hidden_states=wants_hidden)
+    outputs = forward_by_length(ctx.model, batch, ctx.length_groups, output_hidden_states=wants_hidden)
     stats = score_answers(outputs.logits, batch["labels"])
     loss = stats.loss
     if world_size > 1:
@@ -140,6 +141,36 @@ def optimize(ctx: LoopContext, controllers: list[Controller], rows: list[dict], 
     if world_size > 1:
         stats = gather_scores(stats, world_size)
     return stats, float(grad_norm)
+
+
+def forward_by_length(model, batch: dict, groups: int, *, output_hidden_states: bool = False):
+    """The model's outputs on a right-padded ``batch``, computed in ``groups`` forward passes.
+
+    The rows are sorted by length and cut into ``groups`` groups of (nearly) equal size; each
+    group is trimmed to its own longest row, so short rows (a 9-token ``x*y%97=z``) stop paying
+    for the batch's longest (a 27-token parity row). The logits (and hidden states) are padded
+    back to the batch's width with zeros at the trimmed positions, which are padding (labels
+    ignored, attention mask 0), and put back in the batch's row order, so every loss computed
+    from them, and its gradient, is the one-pass value up to float rounding. Right padding and
+    causal attention make the trim exact: no real token attends to a position after it.
+    ``groups <= 1`` is the plain single forward.
+    """
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if groups <= 1 or len(ids) < 2:
+        return model(input_ids=ids, attention_mask=mask, output_hidden_states=output_hidden_states)
+    lengths = mask.sum(dim=1)
+    order = torch.argsort(lengths, stable=True)
+    width = ids.shape[1]
+    logits, hidden = [], []
+    for rows in torch.tensor_split(order, min(groups, len(order))):
+        t = int(lengths[rows].max())
+        out = model(input_ids=ids[rows, :t], attention_mask=mask[rows, :t], output_hidden_states=output_hidden_states)
+        logits.append(F.pad(out.logits, (0, 0, 0, width - t)))
+        if output_hidden_states:
+            hidden.append([F.pad(h, (0, 0, 0, width - t)) for h in out.hidden_states])
+    back = torch.argsort(order)
+    states = tuple(torch.cat(layer)[back] for layer in zip(*hidden)) if output_hidden_states else None
+    return SimpleNamespace(logits=torch.cat(logits)[back], hidden_states=states)
 
 
 def gather_scores(local: AnswerScores, world_size: int) -> AnswerScores:
@@ -234,7 +265,8 @@ def train_model(model, tokenizer, tasks: Mapping, config: TrainConfig, *, out_di
     controllers = build_controllers(config, env)
     optimizer = make_optimizer(config, model, controllers)
     ctx = LoopContext(model=model, tokenizer=tokenizer, stream=stream, optimizer=optimizer, seed=config.seed,
-                      max_steps=config.max_steps, controllers={c.name: c for c in controllers})
+                      max_steps=config.max_steps, controllers={c.name: c for c in controllers},
+                      length_groups=config.length_groups)
     ctx.optimize = lambda rows: optimize(ctx, controllers, rows, config.grad_clip)[0]
     eval_sets = eval_subsets(tasks, config.eval_limit)
 

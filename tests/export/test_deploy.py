@@ -11,6 +11,7 @@ import yaml
 from forgelib.config import parse_params
 from forgelib.errors import ForgeError
 from forgelib.export.config import DeployConfig
+from forgelib.export.deploy import card as card_of
 from forgelib.export.deploy import deploy
 from forgelib.io import read_json
 
@@ -35,6 +36,11 @@ def test_dist_ships_three_artifacts_with_bytes_and_checks(container_dir, tiny_da
     for artifact in ("container", "hf", "gguf"):
         assert f"| {metrics[artifact]['bytes']:,} |" in card
     assert "`model.gguf`" in card and "`hf/`" in card and "llama.cpp's loader requires a merges key" in card
+    assert "of the checked texts as the source" not in card  # the character vocabulary is exact
+    inexact = json.loads(json.dumps(metrics))
+    inexact["gguf"]["tokenizer_match"], inexact["gguf"]["tokenizer"]["merges"] = 0.71875, 100
+    text = card_of(inexact, container)["description"]
+    assert "encodes 71.9% of the checked texts as the source does" in text and "merges key" not in text
 
 
 def test_stage_script_runs_from_the_dvc_command(container_dir, tiny_data, tmp_path):

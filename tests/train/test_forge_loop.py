@@ -130,3 +130,37 @@ def test_decay_norms_false_leaves_the_norm_gains_undecayed(tokenizer, decay_norm
     for name, p in model.named_parameters():
         decayed = p.dim() >= 2 or decay_norms
         assert_close(p.detach(), before[name] * (0.9 if decayed else 1.0)), name
+
+
+def test_forward_by_length_gives_the_one_pass_loss_and_gradient(tasks, tokenizer):
+    from forgelib.eval.scoring import score_answers
+
+    stream = TaskStream(tasks, tokenizer, seed=0)
+    batch = stream.collate(stream.sample(0, 24))
+    lengths = batch["attention_mask"].sum(1)
+    assert lengths.min() < lengths.max() - 5  # rows of very different lengths: the case that pays
+    model = tiny_model(tokenizer)
+    results = {}
+    for groups in (1, 3, 24):
+        model.zero_grad()
+        out = forge_loop.forward_by_length(model, batch, groups, output_hidden_states=True)
+        assert out.logits.shape == (24, batch["input_ids"].shape[1], len(tokenizer))
+        real = batch["attention_mask"].bool()
+        hidden = out.hidden_states[-1][real].square().mean()  # over real positions, as masked_mse reads them
+        loss = score_answers(out.logits, batch["labels"]).loss + hidden
+        loss.backward()
+        results[groups] = (float(loss.detach()), out.logits[real], [p.grad.clone() for p in model.parameters()])
+    for groups in (3, 24):
+        assert abs(results[groups][0] - results[1][0]) < 1e-5
+        assert_close(results[groups][1], results[1][1], atol=1e-5, rtol=1e-4)
+        for a, b in zip(results[groups][2], results[1][2]):
+            assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_length_groups_train_to_the_same_weights(tmp_path, tasks, tokenizer):
+    params = {"max_steps": 6, "batch_size": 16, "eval_every": 3, "eval_limit": 8, "checkpoint_every": 0,
+              "self_model": {"enabled": True}}
+    one = run(tmp_path, tasks, tokenizer, params, "one")["weights"]
+    grouped = run(tmp_path, tasks, tokenizer, {**params, "length_groups": 4}, "grouped")["weights"]
+    for name in one:
+        assert_close(grouped[name], one[name], atol=1e-5, rtol=1e-4)

@@ -49,6 +49,8 @@ class LoopContext:
     step: int = 0
     """Index of the step in progress (0-based)."""
     controllers: dict[str, "Controller"] = field(default_factory=dict)
+    length_groups: int = 1
+    """Forward passes per step, rows grouped by length (``train.length_groups``)."""
 
 
 class Controller:
