@@ -20,18 +20,20 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
+def env() -> dict:
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
 def sh(args, cwd, **kw):
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, **kw)
+    return subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True, **kw)
 
 
 def sh_to_file(args, cwd, log: Path, **kw) -> subprocess.CompletedProcess:
     """``sh`` with the output in ``log``: for commands that leave daemons behind (`dvc exp run
     --run-all` forks its queue's workers), which would hold a captured pipe open, so that
     ``subprocess.run`` waited for them instead of for the command."""
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     with open(log, "w") as out:
-        done = subprocess.run(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, **kw)
+        done = subprocess.run(args, cwd=cwd, env=env(), stdout=out, stderr=subprocess.STDOUT, text=True, **kw)
     return subprocess.CompletedProcess(args, done.returncode, log.read_text(), "")
 
 
@@ -215,8 +217,7 @@ def kill_when(args, cwd, ready, timeout=600):
     import signal
     import time
 
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
     while not ready():
         assert proc.poll() is None, f"{args} ended before the kill point: {proc.stderr.read()[-2000:]}"

@@ -163,10 +163,9 @@ def run_tool_arms(model_dir: str | Path, *, data_dir: str | Path, out_model_dir:
     train, in_length, beyond, generated = build_sets(data_dir, config)
     sets = {**{f"in/{k}": v for k, v in in_length.items()}, **{f"beyond/{k}": v for k, v in beyond.items()}}
     all_test = [tool_row(r) for rows in sets.values() for r in rows]
-    check_fits([tool_row(r) if r["task"] in CALL_TASKS else plain_row(r) for r in train]
-               + all_test, model.config.max_position_embeddings, tokenizer)
-
     tool_rows = [tool_row(r) if r["task"] in CALL_TASKS else plain_row(r) for r in train]
+    check_fits(tool_rows + all_test, model.config.max_position_embeddings, tokenizer)
+
     tool_model, tool_history = fine_tune(model, tokenizer, tool_rows, config, desc="tool model")
     plain_model, plain_history = fine_tune(model, tokenizer, [plain_row(r) for r in train], config, desc="no-tool twin")
 

@@ -52,12 +52,11 @@ def gguf_vocab(tokenizer, n_vocab: int) -> GGUFVocab:
     added = {token.content for token in tokenizer.added_tokens_decoder.values()}
     if kind == "BPE" and _byte_level(backend):
         spell, merges, pre = (lambda token: token), _merges(backend["model"]["merges"]), _pre(backend)
-    elif kind == "WordLevel" and all(len(token) == 1 for token in ids if token not in added):
-        spelling = bytes_to_unicode()
-        spell, merges, pre = (lambda token: "".join(spelling[b] for b in token.encode("utf-8"))), [], "gpt-2"
-    elif kind == "WordLevel" and _number_tokens(backend, ids, added):
+    elif kind == "WordLevel" and (all(len(token) == 1 for token in ids if token not in added)
+                                  or _number_tokens(backend, ids, added)):
         spelling = bytes_to_unicode()
         spell, pre = (lambda token: "".join(spelling[b] for b in token.encode("utf-8"))), "gpt-2"
+        # one merge per two-digit number token, in id order; none for the plain character tokenizer
         merges = [f"{token[0]} {token[1]}" for token, _ in sorted(ids.items(), key=lambda item: item[1])
                   if token not in added and len(token) == 2]
     else:
