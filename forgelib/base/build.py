@@ -129,15 +129,16 @@ def build_specialist(name: str, cfg: BaseConfig, data_dir: str | Path, ancestor_
     tasks = load_tasks(data_dir)
     model, tokenizer = load_model(ancestor_dir)
     rows = _mixed_rows(tasks, spec.family, spec.replay_fraction, cfg.seed)
+    train = spec.settings(cfg.specialist)
     with live_logger(metrics_dir) as log:
-        history = train_sft(model, encode_rows(tokenizer, rows), _settings(cfg.specialist, cfg.seed + 1),
+        history = train_sft(model, encode_rows(tokenizer, rows), _settings(train, cfg.seed + 1),
                             pad_id=tokenizer.pad_token_id, log=log, desc=f"specialist {name}")
     card = {
         "name": f"forge-specialist-{name}",
         "description": f"Full fine-tune of the ancestor on the {spec.family!r} task family.",
         "parents": [str(ancestor_dir)],
         "data": {"family": spec.family, "tasks": families(list(tasks))[spec.family], "replay_fraction": spec.replay_fraction},
-        "params": {"train": to_dict(cfg.specialist), "seed": cfg.seed + 1},
+        "params": {"train": to_dict(train), "seed": cfg.seed + 1},
         "metrics": {"final_train_loss": history[-1]["loss"]},
     }
     return save_model(model, tokenizer, out_dir, card)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from forgelib.configtools import check, doc
 
@@ -49,9 +49,18 @@ class SpecialistConfig:
     replay_fraction: float = doc(
         "Fraction of each batch drawn from the other families (0 = pure specialist).", default=0.0
     )
+    steps: int | None = doc("This specialist's optimizer steps (null: base.specialist.steps).", default=None)
+    lr: float | None = doc("This specialist's peak learning rate (null: base.specialist.lr).", default=None)
 
     def __post_init__(self):
         check(0 <= self.replay_fraction < 1, "replay_fraction", "a float in [0, 1)", self.replay_fraction)
+        check(self.steps is None or self.steps >= 1, "steps", "an integer >= 1 or null", self.steps)
+        check(self.lr is None or 0 < self.lr < 1, "lr", "a float in (0, 1) or null", self.lr)
+
+    def settings(self, shared: TrainSettings) -> TrainSettings:
+        """The shared ``base.specialist`` run with this specialist's own steps and lr, where set."""
+        own = {key: getattr(self, key) for key in ("steps", "lr") if getattr(self, key) is not None}
+        return replace(shared, **own)
 
 
 @dataclass(frozen=True)

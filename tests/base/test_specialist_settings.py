@@ -1,0 +1,66 @@
+"""Per-specialist steps and lr (base.specialists.NAME.steps / .lr) over the shared base.specialist run."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from forgelib.base.build import build_specialist
+from forgelib.base.config import BaseConfig, SpecialistConfig, TrainSettings
+from forgelib.config import parse_params
+from forgelib.data.config import PrepareConfig
+from forgelib.data.prepare import prepare
+from forgelib.errors import ForgeError
+from forgelib.models.build import build_llama, llama_config
+from forgelib.models.card import read_card
+from forgelib.models.hf import load_tokenizer, save_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def base_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    "key,value,fragment",
+    [
+        ("steps", 0, "base.specialists.logic.steps: expected an integer >= 1 or null, got 0"),
+        ("lr", 2.0, "base.specialists.logic.lr: expected a float in (0, 1) or null, got 2.0"),
+    ],
+)
+def test_bad_override_names_the_key(key, value, fragment):
+    data = base_params()
+    data["base"]["specialists"]["logic"][key] = value
+    with pytest.raises(ForgeError) as err:
+        parse_params(data, "params.yaml")
+    assert fragment in str(err.value)
+
+
+def test_overrides_replace_only_what_they_name():
+    shared = TrainSettings(steps=1000, lr=2e-3, batch_size=128, weight_decay=0.0, warmup_steps=20)
+    assert SpecialistConfig("logic").settings(shared) == shared
+    own = SpecialistConfig("logic", steps=3000, lr=None).settings(shared)
+    assert (own.steps, own.lr, own.batch_size, own.warmup_steps) == (3000, 2e-3, 128, 20)
+
+
+def test_specialist_trains_for_its_own_steps_at_its_own_rate(tmp_path):
+    torch.set_num_threads(1)
+    data = tmp_path / "data"
+    prepare(PrepareConfig(tasks=("copy", "parity"), default_level=1, n_train=60, n_val=8, n_test=8), data)
+    tokenizer = load_tokenizer(data / "tokenizer")
+    config = llama_config(vocab_size=len(tokenizer), hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                          max_position_embeddings=32)
+    save_model(build_llama(config, seed=0), tokenizer, tmp_path / "ancestor", {"name": "tiny-ancestor"})
+    cfg = BaseConfig(
+        specialist=TrainSettings(steps=4, lr=1e-3, batch_size=8, warmup_steps=1),
+        specialists={"string": SpecialistConfig("string", replay_fraction=0.5),
+                     "logic": SpecialistConfig("logic", replay_fraction=0.5, steps=9, lr=5e-3)},
+    )
+    for name, steps, lr in (("string", 4, 1e-3), ("logic", 9, 5e-3)):
+        out = build_specialist(name, cfg, data, tmp_path / "ancestor", tmp_path / name, tmp_path / f"{name}_metrics")
+        assert read_card(out)["params"]["train"] == {"steps": steps, "lr": lr, "batch_size": 8,
+                                                    "weight_decay": 0.0, "warmup_steps": 1}
+        assert json.loads((tmp_path / f"{name}_metrics" / "metrics.json").read_text())["step"] == steps
