@@ -25,6 +25,14 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def two_family_data(tmp_path_factory) -> Path:
+    """copy (string) and parity (logic) at level 1: a specialist has one other family to keep or stay silent on."""
+    out = tmp_path_factory.mktemp("data2") / "data"
+    prepare(PrepareConfig(tasks=("copy", "parity"), default_level=1, n_train=200, n_val=20, n_test=20), out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_trained(tiny_data, tmp_path_factory):
     """(model_dir, history): a 1-layer Llama trained 150 steps on the tiny suite."""
     torch.set_num_threads(1)

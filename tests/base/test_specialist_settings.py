@@ -10,8 +10,6 @@ import yaml
 from forgelib.base.build import build_specialist
 from forgelib.base.config import BaseConfig, SpecialistConfig, TrainSettings
 from forgelib.config import parse_params
-from forgelib.data.config import PrepareConfig
-from forgelib.data.prepare import prepare
 from forgelib.errors import ForgeError
 from forgelib.models.build import build_llama, llama_config
 from forgelib.models.card import read_card
@@ -46,10 +44,9 @@ def test_overrides_replace_only_what_they_name():
     assert (own.steps, own.lr, own.batch_size, own.warmup_steps) == (3000, 2e-3, 128, 20)
 
 
-def test_specialist_trains_for_its_own_steps_at_its_own_rate(tmp_path):
+def test_specialist_trains_for_its_own_steps_at_its_own_rate(two_family_data, tmp_path):
     torch.set_num_threads(1)
-    data = tmp_path / "data"
-    prepare(PrepareConfig(tasks=("copy", "parity"), default_level=1, n_train=60, n_val=8, n_test=8), data)
+    data = two_family_data
     tokenizer = load_tokenizer(data / "tokenizer")
     config = llama_config(vocab_size=len(tokenizer), hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
                           max_position_embeddings=32)

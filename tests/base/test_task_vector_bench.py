@@ -2,13 +2,10 @@
 
 from types import SimpleNamespace
 
-import pytest
 import torch
 
 from forgelib.base.sft import SFTSettings, train_sft
 from forgelib.data.batching import collate, encode_rows
-from forgelib.data.config import PrepareConfig
-from forgelib.data.prepare import prepare
 from forgelib.data.tasks import load_tasks
 from forgelib.models.build import build_llama, llama_config
 from forgelib.models.hf import load_model, load_tokenizer, save_model
@@ -52,14 +49,6 @@ def test_masked_training_moves_only_its_own_units(tiny_data, load_bench):
             per_unit = delta.sum(dim=1 - rows_dim)
             assert float(per_unit[~own].max()) == 0.0
             assert float(per_unit[own].min()) > 0.0
-
-
-@pytest.fixture(scope="module")
-def two_family_data(tmp_path_factory):
-    """copy (string) and parity (logic) at level 1: a specialist has one other family to stay silent on."""
-    out = tmp_path_factory.mktemp("data2") / "data"
-    prepare(PrepareConfig(tasks=("copy", "parity"), default_level=1, n_train=200, n_val=20, n_test=20), out)
-    return out
 
 
 def _relative_drift(bench, model, ancestor, tokenizer, rows) -> float:
