@@ -80,7 +80,7 @@ class BaseConfig:
         default_factory=lambda: TrainSettings(steps=600, lr=1e-3),
     )
     specialists: dict[str, SpecialistConfig] = doc(
-        "Specialist name -> its task family.",
+        "Specialist name -> its task family, replay share, and optionally its own steps and lr.",
         default_factory=lambda: {
             "arithmetic": SpecialistConfig("arithmetic"),
             "string": SpecialistConfig("string"),
