@@ -47,6 +47,21 @@ def test_bad_values_name_the_key(section, key, value, fragment):
     assert str(err.value).startswith("params.yaml: ")
 
 
+@pytest.mark.parametrize(
+    "key,value,fragment",
+    [
+        ("steps", 0, "base.specialists.logic.steps: expected an integer >= 1 or null, got 0"),
+        ("lr", 2.0, "base.specialists.logic.lr: expected a float in (0, 1) or null, got 2.0"),
+    ],
+)
+def test_bad_specialist_override_names_the_key(key, value, fragment):
+    data = base_params()
+    data["base"]["specialists"]["logic"][key] = value
+    with pytest.raises(ForgeError) as err:
+        parse_params(data, "params.yaml")
+    assert fragment in str(err.value)
+
+
 def test_nested_key_path_in_message():
     data = base_params()
     data["base"]["model"]["num_heads"] = 5
