@@ -28,15 +28,18 @@ app = typer.Typer(
 
 NO_TORCH = {"dashboard", "analyze", "remote", "mcp"}
 """Commands that only read metrics or configure DVC: they skip the torch import (seconds of start-up)."""
+PIECES = {"evo", "specialize", "agent"}
+"""Commands that wrap a stage with worker processes: torch gets that stage's thread count
+(forgelib.runtime.PIECE_THREADS), so the command computes what the stage computes."""
 
 
 @app.callback()
 def _setup(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand in NO_TORCH:
         return
-    from forgelib.runtime import configure_torch
+    from forgelib.runtime import LOOP_THREADS, PIECE_THREADS, configure_torch
 
-    configure_torch()
+    configure_torch(PIECE_THREADS if ctx.invoked_subcommand in PIECES else LOOP_THREADS)
 
 
 def _run(fn, *args, **kwargs):

@@ -1,9 +1,16 @@
 """Process set-up shared by stage scripts and the CLI.
 
-Torch threads default to 1 (``FORGE_NUM_THREADS`` overrides): the embedded default's models are
-so small that extra threads only add synchronisation (measured here: 100 steps took 12.8 s with
-1 thread and 113 s with 2 on a loaded 2-core machine), and a fixed thread count keeps float
-results, and so model hashes, reproducible.
+Torch threads: ``FORGE_NUM_THREADS`` when set, else the process's default. A stage that runs one
+loop at a time (ancestor, specialist, base, train, compress, deploy, humaneval) uses 2 threads; a
+stage that spreads independent pieces over worker processes (evomerge, quietstar, specialize,
+agents) gives every process 1. The count is fixed rather than "every core" so float results, and
+so model hashes, are the same on any machine with the same kind of CPU. Measured on the 2-core
+Xeon: a training step of the 3-layer model (batch 64) takes 49.7 ms on 1 thread and 27.4 ms on 2,
+and 300 logic-specialist steps 27.5 s of stage wall against 15.5 s; two processes of one thread
+each still beat one process of two for pieces that are independent. On a machine busy with other
+work, extra threads only add synchronisation (100 steps once took 12.8 s on 1 thread and 113 s
+on 2 on a loaded 2-core machine): set ``FORGE_NUM_THREADS=1`` there, knowing that results then
+differ in their last bits from the committed run's.
 
 The other cores go to independent pieces of work inside a stage (memory seeds, SVF families,
 Quiet-STaR arms): :func:`worker_pool` runs them in spawn-context worker processes, as many as
@@ -20,14 +27,39 @@ import os
 from concurrent.futures import Executor, Future
 
 
+LOOP_THREADS = 2
+"""Torch threads of a process that runs one loop at a time (a stage's, the CLI's, a bench's)."""
+PIECE_THREADS = 1
+"""Torch threads of each process of a stage that spreads independent pieces over processes."""
+
+_default_threads = LOOP_THREADS
+
+
 def torch_threads() -> int:
-    """The torch thread count every stage and worker uses: ``FORGE_NUM_THREADS``, default 1."""
-    return int(os.environ.get("FORGE_NUM_THREADS", "1"))
+    """This process's torch thread count: ``FORGE_NUM_THREADS``, else the default
+    :func:`configure_torch` set (:data:`LOOP_THREADS` until then). Workers inherit it."""
+    from forgelib.errors import ForgeError
+
+    raw = os.environ.get("FORGE_NUM_THREADS")
+    if raw is None:
+        return _default_threads
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ForgeError(f"environment variable FORGE_NUM_THREADS: expected an integer >= 1, got {raw!r}; "
+                         f"unset it for the default ({LOOP_THREADS} in a single-loop stage, {PIECE_THREADS} per "
+                         "process in a stage with worker processes)")
+    return value
 
 
-def configure_torch() -> int:
+def configure_torch(default: int = LOOP_THREADS) -> int:
+    """Set torch's thread count (``FORGE_NUM_THREADS``, else ``default``) and return it."""
     import torch
 
+    global _default_threads
+    _default_threads = default
     threads = torch_threads()
     torch.set_num_threads(threads)
     return threads
@@ -61,12 +93,15 @@ def prepare_worker(cwd: str, threads: int) -> None:
 
 def spawn_pool(workers: int):
     """A spawn-context ``ProcessPoolExecutor`` of ``workers`` processes, each started in this
-    process's working directory with its torch thread count (:func:`prepare_worker`)."""
+    process's working directory with its current torch thread count (:func:`prepare_worker`), so
+    a piece computes the same floats in a worker as in this process."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    import torch
+
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=prepare_worker, initargs=(os.getcwd(), torch_threads()))
+                               initializer=prepare_worker, initargs=(os.getcwd(), torch.get_num_threads()))
 
 
 class InlineExecutor(Executor):
@@ -125,9 +160,10 @@ def record_cost(metrics_path: str | os.PathLike, *, wall_s: float, peak_rss_gib:
     write_json(metrics_path, metrics)
 
 
-def stage(main):
-    """Decorator for stage entry points: configure torch, map ForgeError to exit code 2, and
-    record what the stage cost. Its wall time (from process start, so imports count) and peak RSS
+def stage(main=None, *, threads: int = LOOP_THREADS):
+    """Decorator for stage entry points: configure torch (``threads`` unless ``FORGE_NUM_THREADS``
+    says otherwise; ``@stage(threads=PIECE_THREADS)`` for a stage with worker processes), map
+    ForgeError to exit code 2, and record what the stage cost. Its wall time (from process start, so imports count) and peak RSS
     go to one stderr line (`dvc repro` shows it) and, when ``main`` returns the path of the
     stage's metrics JSON, into that file as ``wall_s`` and ``peak_rss_gib`` once ``main`` has
     succeeded. A stage without a metrics file returns None."""
@@ -136,9 +172,13 @@ def stage(main):
 
     from forgelib.errors import exit_on_error
 
+    if main is None:
+        return functools.partial(stage, threads=threads)
+    default_threads = threads
+
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
-        threads = configure_torch()
+        threads = configure_torch(default_threads)
         try:  # from process start, so the imports count too
             import psutil
 

@@ -13,10 +13,10 @@ import argparse
 
 from forgelib.agents.run import run_agents
 from forgelib.config import load_section
-from forgelib.runtime import stage
+from forgelib.runtime import PIECE_THREADS, stage
 
 
-@stage
+@stage(threads=PIECE_THREADS)
 def main() -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")

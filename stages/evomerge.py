@@ -9,10 +9,10 @@ import argparse
 
 from forgelib.config import load_section
 from forgelib.merge.run import run_evomerge
-from forgelib.runtime import stage
+from forgelib.runtime import PIECE_THREADS, stage
 
 
-@stage
+@stage(threads=PIECE_THREADS)
 def main() -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")

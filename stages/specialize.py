@@ -10,11 +10,11 @@ change), and writes `metrics/specialize.json` and TSV plots under `metrics/speci
 import argparse
 
 from forgelib.config import load_section
-from forgelib.runtime import stage
+from forgelib.runtime import PIECE_THREADS, stage
 from forgelib.specialize.run import run_specialize
 
 
-@stage
+@stage(threads=PIECE_THREADS)
 def main() -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")

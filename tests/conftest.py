@@ -15,6 +15,15 @@ from forgelib.models.hf import load_tokenizer, save_model
 from forgelib.base.sft import SFTSettings, train_sft
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """A test that runs a `forge` command in-process sets torch's thread count (the command's
+    stage default): put it back, so later tests compute with the count they started with."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """copy + reverse at level 1: learnable in a few hundred steps by a 1-layer model."""

@@ -8,11 +8,11 @@ import sys
 import textwrap
 
 
-def run_script(tmp_path, body: str) -> subprocess.CompletedProcess:
+def run_script(tmp_path, body: str, env: dict | None = None) -> subprocess.CompletedProcess:
     script = tmp_path / "probe.py"
     script.write_text(textwrap.dedent(body))
     return subprocess.run([sys.executable, str(script), "arg"], capture_output=True, text=True,
-                          env={"FORGE_NUM_THREADS": "1", "PATH": ""})
+                          env={"FORGE_NUM_THREADS": "1", "PATH": ""} if env is None else env)
 
 
 def test_stage_reports_wall_time_and_peak_rss(tmp_path):
@@ -175,3 +175,83 @@ def test_worker_count_reads_forge_workers(monkeypatch):
         monkeypatch.setenv("FORGE_WORKERS", bad)
         with pytest.raises(ForgeError, match="FORGE_WORKERS.*integer >= 1"):
             worker_count()
+
+
+THREAD_PROBE = """
+    import torch
+    from forgelib.runtime import PIECE_THREADS, stage, worker_count
+
+    @stage{args}
+    def main():
+        print("torch", torch.get_num_threads(), "workers", worker_count())
+
+    main()
+"""
+
+
+def test_a_loop_stage_gets_two_threads_and_a_stage_with_workers_one_per_process(tmp_path):
+    import os
+
+    cpus = os.cpu_count() or 1
+    loop = run_script(tmp_path, THREAD_PROBE.format(args=""), env={"PATH": ""})
+    assert loop.returncode == 0, loop.stderr
+    assert f"torch 2 workers {max(1, cpus // 2)}" in loop.stdout
+    assert "2 torch thread(s)" in loop.stderr
+    pieces = run_script(tmp_path, THREAD_PROBE.format(args="(threads=PIECE_THREADS)"), env={"PATH": ""})
+    assert pieces.returncode == 0, pieces.stderr
+    assert f"torch 1 workers {cpus}" in pieces.stdout and "1 torch thread(s)" in pieces.stderr
+    override = run_script(tmp_path, THREAD_PROBE.format(args="(threads=PIECE_THREADS)"),
+                          env={"PATH": "", "FORGE_NUM_THREADS": "3"})
+    assert "torch 3 workers" in override.stdout and "3 torch thread(s)" in override.stderr
+
+
+def test_a_bad_forge_num_threads_exits_2_naming_the_variable(tmp_path):
+    proc = run_script(tmp_path, THREAD_PROBE.format(args=""), env={"PATH": "", "FORGE_NUM_THREADS": "0"})
+    assert proc.returncode == 2
+    assert "FORGE_NUM_THREADS: expected an integer >= 1, got '0'" in proc.stderr
+
+
+def test_workers_start_with_the_drivers_thread_count(monkeypatch):
+    import torch
+
+    from forgelib.runtime import worker_pool
+
+    monkeypatch.setenv("FORGE_WORKERS", "2")
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with worker_pool(2) as pool:
+                assert [f.result() for f in [pool.submit(torch.get_num_threads) for _ in range(2)]] == [threads] * 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_torchrun_ranks_share_the_stages_threads(monkeypatch):
+    import subprocess as sp
+
+    from forgelib.runtime import configure_torch
+    from forgelib.train import distributed
+
+    seen = []
+    monkeypatch.setattr(sp, "run", lambda cmd, env: seen.append(env) or sp.CompletedProcess(cmd, 0))
+    monkeypatch.delenv("FORGE_NUM_THREADS", raising=False)
+    configure_torch(2)
+    assert distributed.relaunch(2, ["stages/train.py"]) == 0
+    assert seen[-1]["FORGE_NUM_THREADS"] == "1"
+    monkeypatch.setenv("FORGE_NUM_THREADS", "4")
+    distributed.relaunch(2, ["stages/train.py"])
+    assert seen[-1]["FORGE_NUM_THREADS"] == "4"  # a value the user set is kept
+
+
+def test_forge_commands_use_the_thread_count_of_the_stage_they_wrap(monkeypatch):
+    import torch
+    from typer.testing import CliRunner
+
+    from forgelib.cli import app
+
+    monkeypatch.delenv("FORGE_NUM_THREADS", raising=False)
+    for command, threads in (("evo", 1), ("specialize", 1), ("eval", 2), ("training", 2), ("evo", 1)):
+        result = CliRunner().invoke(app, [command, "--help"])
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == threads, command

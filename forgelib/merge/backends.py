@@ -4,9 +4,9 @@ A backend gets a generation's *uncached* candidates (recipe hash, recipe, merge 
 ``(hash, fitness)`` as each is scored. The search itself (selection, breeding, the cache, the
 checkpoint) stays in the driver, so a backend can only change *where* a candidate runs, never its
 result: every candidate is merged from its recipe with its own ``merge_seed`` (the drop masks of
-dare/della), and every worker runs torch with the same thread count (``FORGE_NUM_THREADS``, default
-1, as :func:`forgelib.runtime.configure_torch` sets it for the stages) and the driver's working
-directory (recipes hold parent paths relative to it).
+dare/della), and every worker runs torch with the driver's thread count (``FORGE_NUM_THREADS``, else
+1 in the evomerge stage and ``forge evo``: :data:`forgelib.runtime.PIECE_THREADS`) and the driver's
+working directory (recipes hold parent paths relative to it).
 
 Workers receive the fitness callable itself, so it must be picklable (a module-level class like
 :class:`forgelib.merge.fitness.ValidationFitness`, not a closure) for ``process``; Ray pickles
@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator, Sequence
 from forgelib.errors import ForgeError
 from forgelib.merge.config import EvoMergeConfig
 from forgelib.merge.engine import merge_recipe
-from forgelib.runtime import prepare_worker, spawn_pool, torch_threads
+from forgelib.runtime import prepare_worker, spawn_pool
 
 
 @dataclass(frozen=True)
@@ -180,10 +180,11 @@ class RayBackend:
 
     def score(self, candidates: Sequence[Candidate]) -> Iterator[tuple[str, float]]:
         import ray
+        import torch
 
         if self.task is None:
             self._start()
-        cwd, threads = os.getcwd(), torch_threads()
+        cwd, threads = os.getcwd(), torch.get_num_threads()
         refs = {self.task.remote(self.fitness_ref, c, self.scratch, cwd, threads): c for c in candidates}
         while refs:
             [ref], _ = ray.wait(list(refs), num_returns=1)

@@ -36,10 +36,16 @@ MARKER = "FORGE_UNDER_TORCHRUN"
 
 def relaunch(nproc: int, argv: Sequence[str], extra_args: Sequence[str] = ()) -> int:
     """Run ``argv`` (a script and its arguments) under torchrun with ``nproc`` local processes
-    and return its exit code. ``extra_args`` go to torchrun itself (e.g. ``--nnodes``)."""
+    and return its exit code. ``extra_args`` go to torchrun itself (e.g. ``--nnodes``). Each rank
+    gets ``FORGE_NUM_THREADS`` = this process's threads // ``nproc`` (>= 1) unless it is set."""
+    from forgelib.runtime import torch_threads
+
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            *extra_args, *argv]
-    return subprocess.run(cmd, env={**os.environ, MARKER: "1"}).returncode
+    env = {**os.environ, MARKER: "1"}
+    # the stage's thread count is shared among its ranks (2 threads, 2 ranks: 1 each), unless set
+    env.setdefault("FORGE_NUM_THREADS", str(max(1, torch_threads() // nproc)))
+    return subprocess.run(cmd, env=env).returncode
 
 
 def should_relaunch(nproc: int) -> bool:
