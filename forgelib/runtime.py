@@ -5,12 +5,12 @@ loop at a time (ancestor, specialist, base, train, compress, deploy, humaneval) 
 stage that spreads independent pieces over worker processes (evomerge, quietstar, specialize,
 agents) gives every process 1. The count is fixed rather than "every core" so float results, and
 so model hashes, are the same on any machine with the same kind of CPU. Measured on the 2-core
-Xeon: a training step of the 3-layer model (batch 64) takes 49.7 ms on 1 thread and 27.4 ms on 2,
-and 300 logic-specialist steps 27.5 s of stage wall against 15.5 s; two processes of one thread
-each still beat one process of two for pieces that are independent. On a machine busy with other
-work, extra threads only add synchronisation (100 steps once took 12.8 s on 1 thread and 113 s
-on 2 on a loaded 2-core machine): set ``FORGE_NUM_THREADS=1`` there, knowing that results then
-differ in their last bits from the committed run's.
+Xeon (stage walls of the same work): the ancestor took 84 s on 1 thread and 38 s on 2, the three
+specialists 460 s and 221 s. The worker stages keep 1 thread per process because their pieces
+already occupy both cores. On a machine busy with other work, extra threads only add
+synchronisation (100 steps once took 12.8 s on 1 thread and 113 s on 2 on a loaded 2-core
+machine): set ``FORGE_NUM_THREADS=1`` there, knowing that results then differ in their last bits
+from the committed run's.
 
 The other cores go to independent pieces of work inside a stage (memory seeds, SVF families,
 Quiet-STaR arms): :func:`worker_pool` runs them in spawn-context worker processes, as many as
