@@ -35,23 +35,29 @@ PIECE_THREADS = 1
 _default_threads = LOOP_THREADS
 
 
-def torch_threads() -> int:
-    """This process's torch thread count: ``FORGE_NUM_THREADS``, else the default
-    :func:`configure_torch` set (:data:`LOOP_THREADS` until then). Workers inherit it."""
+def _positive_env(name: str, default: int, unset_hint: str) -> int:
+    """The integer environment variable ``name`` (>= 1), or ``default`` when it is unset; any
+    other value is a ForgeError naming the variable and what unsetting it gives."""
     from forgelib.errors import ForgeError
 
-    raw = os.environ.get("FORGE_NUM_THREADS")
+    raw = os.environ.get(name)
     if raw is None:
-        return _default_threads
+        return default
     try:
         value = int(raw)
     except ValueError:
         value = 0
     if value < 1:
-        raise ForgeError(f"environment variable FORGE_NUM_THREADS: expected an integer >= 1, got {raw!r}; "
-                         f"unset it for the default ({LOOP_THREADS} in a single-loop stage, {PIECE_THREADS} per "
-                         "process in a stage with worker processes)")
+        raise ForgeError(f"environment variable {name}: expected an integer >= 1, got {raw!r}; unset it {unset_hint}")
     return value
+
+
+def torch_threads() -> int:
+    """This process's torch thread count: ``FORGE_NUM_THREADS``, else the default
+    :func:`configure_torch` set (:data:`LOOP_THREADS` until then). Workers inherit it."""
+    return _positive_env("FORGE_NUM_THREADS", _default_threads,
+                         f"for the default ({LOOP_THREADS} in a single-loop stage, {PIECE_THREADS} per process in a "
+                         "stage with worker processes)")
 
 
 def configure_torch(default: int = LOOP_THREADS) -> int:
@@ -67,19 +73,8 @@ def configure_torch(default: int = LOOP_THREADS) -> int:
 
 def worker_count() -> int:
     """Worker processes of :func:`worker_pool`: ``FORGE_WORKERS``, default CPUs // torch threads (>= 1)."""
-    from forgelib.errors import ForgeError
-
-    raw = os.environ.get("FORGE_WORKERS")
-    if raw is None:
-        return max(1, (os.cpu_count() or 1) // max(1, torch_threads()))
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ForgeError(f"environment variable FORGE_WORKERS: expected an integer >= 1, got {raw!r}; "
-                         "unset it to use one worker per CPU")
-    return value
+    return _positive_env("FORGE_WORKERS", max(1, (os.cpu_count() or 1) // max(1, torch_threads())),
+                         "to use one worker per CPU")
 
 
 def prepare_worker(cwd: str, threads: int) -> None:
