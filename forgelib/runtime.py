@@ -7,7 +7,8 @@ agents) gives every process 1. The count is fixed rather than "every core" so fl
 so model hashes, are the same on any machine with the same kind of CPU. Measured on the 2-core
 Xeon (stage walls of the same work): the ancestor took 84 s on 1 thread and 38 s on 2, the three
 specialists 460 s and 221 s. The worker stages keep 1 thread per process because their pieces
-already occupy both cores. On a machine busy with other work, extra threads only add
+already occupy both cores: quietstar took 97 s in 2 one-thread workers and 134 s in one 2-thread
+process. On a machine busy with other work, extra threads only add
 synchronisation (100 steps once took 12.8 s on 1 thread and 113 s on 2 on a loaded 2-core
 machine): set ``FORGE_NUM_THREADS=1`` there, knowing that results then differ in their last bits
 from the committed run's.
