@@ -53,11 +53,15 @@ def length_coverage(splits: Mapping[str, Sequence[str]], alphabet_size: int = 2)
 
 
 def accuracy_by_length(predictions: Sequence[str], references: Sequence[str]) -> dict[int, dict[str, float]]:
-    """Answer length -> rows, hits and exact match (surrounding whitespace stripped, as the suite scores)."""
+    """Answer length -> rows, hits and exact match (the suite's scoring: forgelib.eval.scoring.exact_match)."""
+    from forgelib.eval.scoring import exact_match
+
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     table: dict[int, list[int]] = {}
-    for p, r in zip(predictions, references, strict=True):
+    for r, hit in zip(references, exact_match(predictions, references)):
         row = table.setdefault(len(r.strip()), [0, 0])
-        row[0] += p.strip() == r.strip()
+        row[0] += hit
         row[1] += 1
     return {n: {"n": total, "hits": hits, "exact_match": hits / total} for n, (hits, total) in sorted(table.items())}
 
@@ -72,10 +76,9 @@ def short_error_share(by_length: Mapping[int, Mapping[str, float]], train_rows: 
 
 def headline_ceiling(task_scores: Mapping[str, float], family_of: Mapping[str, str], keep: Sequence[str]) -> float:
     """The family mean if every task outside ``keep`` scored 1.0 and those in ``keep`` kept their score."""
-    by_family: dict[str, list[float]] = {}
-    for task, score in task_scores.items():
-        by_family.setdefault(family_of[task], []).append(score if task in keep else 1.0)
-    return sum(sum(v) / len(v) for v in by_family.values()) / len(by_family)
+    from forgelib.eval.scoring import family_mean, family_scores
+
+    return family_mean(family_scores({t: s if t in keep else 1.0 for t, s in task_scores.items()}, family_of))
 
 
 def _parity_table(model, tokenizer, parity, split: str) -> dict:

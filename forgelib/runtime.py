@@ -159,8 +159,8 @@ def record_cost(metrics_path: str | os.PathLike, *, wall_s: float, peak_rss_gib:
 def stage(main=None, *, threads: int = LOOP_THREADS):
     """Decorator for stage entry points: configure torch (``threads`` unless ``FORGE_NUM_THREADS``
     says otherwise; ``@stage(threads=PIECE_THREADS)`` for a stage with worker processes), map
-    ForgeError to exit code 2, and record what the stage cost. Its wall time (from process start, so imports count) and peak RSS
-    go to one stderr line (`dvc repro` shows it) and, when ``main`` returns the path of the
+    ForgeError to exit code 2, and record what the stage cost. Its wall time (from process start,
+    so imports count) and peak RSS go to one stderr line (`dvc repro` shows it) and, when ``main`` returns the path of the
     stage's metrics JSON, into that file as ``wall_s`` and ``peak_rss_gib`` once ``main`` has
     succeeded. A stage without a metrics file returns None."""
     import sys
@@ -170,11 +170,10 @@ def stage(main=None, *, threads: int = LOOP_THREADS):
 
     if main is None:
         return functools.partial(stage, threads=threads)
-    default_threads = threads
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
-        threads = configure_torch(default_threads)
+        configured = configure_torch(threads)
         try:  # from process start, so the imports count too
             import psutil
 
@@ -188,7 +187,7 @@ def stage(main=None, *, threads: int = LOOP_THREADS):
         name = os.path.basename(sys.argv[0]).removesuffix(".py")
         extra = " ".join(a for a in sys.argv[1:2] if not a.startswith("-"))
         print(f"[forge] stage {name}{' ' + extra if extra else ''}: {wall_s:.1f} s wall, "
-              f"peak RSS {peak_rss_gib:.2f} GiB, {threads} torch thread(s)", file=sys.stderr)
+              f"peak RSS {peak_rss_gib:.2f} GiB, {configured} torch thread(s)", file=sys.stderr)
         return metrics_path
 
     return exit_on_error(wrapper)
