@@ -137,7 +137,8 @@ def test_second_repro_is_a_noop(clone):
 
 def test_forced_rebuild_is_byte_identical(clone):
     before = lock_hashes(clone)
-    result = sh(["dvc", "repro", "--force", "ancestor", "specialist"], clone, timeout=900)
+    # the ancestor and one specialist (the others run the same code on other rows): ~50 s less
+    result = sh(["dvc", "repro", "--force", "ancestor", "specialist@string"], clone, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     assert lock_hashes(clone) == before
 
@@ -306,11 +307,14 @@ def test_push_then_pull_into_a_fresh_clone_is_up_to_date(clone, tmp_path):
 
 def test_queued_sweep_over_train_lr_runs_two_experiments(clone):
     """The README's sweep: two `dvc exp run --queue -S train.lr=...`, run by the queue's workers in
-    temporary copies of the repo (tracked files + DVC outputs), each with its own train metrics."""
+    temporary copies of the repo (tracked files + DVC outputs), each with its own train metrics.
+    Each experiment targets the `train` stage, so it stops there: the stages after it rerun in
+    the README's sweep but add nothing to what this test checks (with them this test took 341 s,
+    without them 63 s, on a 2-core AMD EPYC)."""
     commit_all(clone, "smoke outputs")
     lrs = ("0.0005", "0.001")
     for lr in lrs:
-        queued = sh(["dvc", "exp", "run", "--queue", "-S", f"train.lr={lr}", "-n", f"lr-{lr}"], clone)
+        queued = sh(["dvc", "exp", "run", "--queue", "-S", f"train.lr={lr}", "-n", f"lr-{lr}", "train"], clone)
         assert queued.returncode == 0, queued.stderr[-2000:]
     run = sh_to_file(["dvc", "exp", "run", "--run-all", "-j", "2"], clone, clone.parent / "sweep.log", timeout=1500)
     sh(["dvc", "queue", "stop", "--kill"], clone)  # workers left idle (seen when an experiment's report gate fails)

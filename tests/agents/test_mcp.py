@@ -131,18 +131,23 @@ def test_stdout_carries_only_json_rpc(tmp_path):
         {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
          "params": {"name": "calculate", "arguments": {"expression": "print('leak')"}}},
     ]
-    proc = subprocess.Popen([sys.executable, "-m", "forgelib.agents.mcp_server"], cwd=tmp_path, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "forgelib.agents.mcp_server"], cwd=tmp_path,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    proc.stdin.write("".join(json.dumps(r) + "\n" for r in requests))
+    proc.stdin.write("".join(json.dumps(r) + "\n" for r in requests).encode())
     proc.stdin.flush()
-    lines, deadline = [], time.monotonic() + 60
-    while sum('"id"' in line for line in lines) < 3 and time.monotonic() < deadline:
+    # Raw reads of the pipe: a buffered readline() could pull every response into Python's buffer
+    # at once, after which select() would wait for more until the deadline.
+    out, deadline = b"", time.monotonic() + 60
+    while out.count(b'"id"') < 3 and time.monotonic() < deadline:
         if select.select([proc.stdout], [], [], 1.0)[0]:
-            lines.append(proc.stdout.readline())
+            chunk = os.read(proc.stdout.fileno(), 1 << 16)
+            if not chunk:
+                break
+            out += chunk
     proc.stdin.close()  # end of session: the server exits
-    rest, stderr = proc.stdout.read(), proc.stderr.read()
+    rest, stderr = proc.stdout.read(), proc.stderr.read().decode()
     proc.wait(timeout=30)
-    lines += rest.splitlines()
+    lines = (out + rest).decode().splitlines()
     messages = [json.loads(line) for line in lines if line.strip()]  # every line is JSON
     assert len(messages) == len([line for line in lines if line.strip()]) >= 3
     assert all(m["jsonrpc"] == "2.0" for m in messages)
