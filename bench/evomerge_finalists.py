@@ -30,26 +30,18 @@ from pathlib import Path
 import yaml
 
 
-def recipe_layers(recipe: dict, parent_layers: int) -> int:
-    """Decoder layers of the model a recipe builds: its slices' spans, else the parents' depth."""
-    slices = recipe.get("slices")
-    if not slices:
-        return parent_layers
-    return sum(s["sources"][0]["layer_range"][1] - s["sources"][0]["layer_range"][0] for s in slices)
-
-
-def unchanged_parent(recipe: dict, parent_layers: int) -> str | None:
+def unchanged_parent(recipe: dict) -> str | None:
     """The parent a passthrough recipe reproduces exactly (its own layers, in order, unscaled), or None."""
     slices = recipe.get("slices")
-    if recipe.get("merge_method") != "passthrough" or not slices or len(slices) != parent_layers:
+    if recipe.get("merge_method") != "passthrough" or not slices:
         return None
     sources = [s["sources"][0] for s in slices]
     models = {s["model"] for s in sources}
     if len(models) != 1 or any(s.get("parameters") for s in sources):
         return None
-    if [s["layer_range"] for s in sources] != [[i, i + 1] for i in range(parent_layers)]:
-        return None
-    return models.pop()
+    model = models.pop()
+    depth = json.loads((Path(model) / "config.json").read_text())["num_hidden_layers"]
+    return model if [s["layer_range"] for s in sources] == [[i, i + 1] for i in range(depth)] else None
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:
@@ -115,38 +107,33 @@ def main(argv: list[str] | None = None) -> int:
     ranked = sorted(cache.items(), key=lambda item: -item[1]["fitness"])[: args.top]  # stable: scored order
     shipped = yaml.safe_load(Path(args.shipped).read_text()) if Path(args.shipped).is_file() else None
     tasks = load_tasks(args.data)
-    parent_layers = None
     rows = []
     for key, entry in ranked:
         recipe = entry["recipe"]
         with tempfile.TemporaryDirectory(prefix="finalist-") as tmp:
             model_dir = merge_recipe(recipe, Path(tmp) / "model", seed=args.merge_seed)
-            if parent_layers is None:
-                first = recipe["slices"][0]["sources"][0]["model"] if recipe.get("slices") else recipe["base_model"]
-                parent_layers = json.loads((Path(first) / "config.json").read_text())["num_hidden_layers"]
             model, tokenizer = load_model(model_dir)
             validation = fast_mean_exact_match(model, tokenizer, tasks, split="validation")
             test = fast_mean_exact_match(model, tokenizer, tasks, split="test")
         rows.append({
-            "key": key, "method": recipe["merge_method"], "layers": recipe_layers(recipe, parent_layers),
+            "key": key, "method": recipe["merge_method"], "layers": model.config.num_hidden_layers,
             "search_fitness": entry["fitness"], "validation": validation["mean"], "test": test["mean"],
             "validation_se": mean_standard_error(validation, tasks),
-            "shipped": recipe == shipped, "unchanged_parent": unchanged_parent(recipe, parent_layers),
+            "shipped": recipe == shipped, "unchanged_parent": unchanged_parent(recipe),
         })
         print(f"{key} {rows[-1]['method']:<12} layers {rows[-1]['layers']}  search {entry['fitness']:.4f}  "
               f"validation {validation['mean']:.4f}  test {test['mean']:.4f}"
               f"{'  (shipped)' if rows[-1]['shipped'] else ''}"
               f"{'  (= ' + rows[-1]['unchanged_parent'] + ')' if rows[-1]['unchanged_parent'] else ''}", flush=True)
-    best_validation = max(rows, key=lambda r: r["validation"])
+    by_validation = sorted(rows, key=lambda r: -r["validation"])
     summary = {
         "finalists": rows,
         "spearman_search_to_validation": spearman([r["search_fitness"] for r in rows], [r["validation"] for r in rows]),
         "spearman_validation_to_test": spearman([r["validation"] for r in rows], [r["test"] for r in rows]),
         "validation_spread": max(r["validation"] for r in rows) - min(r["validation"] for r in rows),
         "validation_se_median": sorted(r["validation_se"] for r in rows)[len(rows) // 2],
-        "best_on_validation": best_validation["key"],
-        "shipped_rank_on_validation": next((1 + sorted(rows, key=lambda r: -r["validation"]).index(r)
-                                            for r in rows if r["shipped"]), None),
+        "best_on_validation": by_validation[0]["key"],
+        "shipped_rank_on_validation": next((rank for rank, r in enumerate(by_validation, 1) if r["shipped"]), None),
     }
     print(f"Spearman search -> validation {summary['spearman_search_to_validation']}, validation -> test "
           f"{summary['spearman_validation_to_test']}; validation spread {summary['validation_spread']:.4f} "
