@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from forgelib.data.tasks import load_tasks
     from forgelib.eval.evaluate import fast_mean_exact_match
+    from forgelib.io import write_json
     from forgelib.merge.engine import merge_recipe
     from forgelib.models.hf import load_model
 
@@ -139,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['spearman_validation_to_test']}; validation spread {summary['validation_spread']:.4f} "
           f"against a standard error of {summary['validation_se_median']:.4f}")
     if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(args.json_out, summary)
     return 0
 
 

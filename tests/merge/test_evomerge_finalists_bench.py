@@ -48,11 +48,12 @@ def test_finalists_are_rescored_on_whole_splits(tiny_trained, tiny_data, tmp_pat
     # the unchanged parent scores exactly what Forge's own evaluation gives the parent model
     model, tokenizer = load_model(model_dir)
     tasks = load_tasks(tiny_data)
-    for split in ("validation", "test"):
-        assert rows[2][split] == pytest.approx(fast_mean_exact_match(model, tokenizer, tasks, split=split)["mean"], abs=0)
+    scored = {split: fast_mean_exact_match(model, tokenizer, tasks, split=split) for split in ("validation", "test")}
+    for split, parent_result in scored.items():
+        assert rows[2][split] == pytest.approx(parent_result["mean"], abs=0)
     assert 0.0 < rows[2]["validation"] < 1.0  # a partly trained model: the checks above are not 0 == 0
     # binomial standard error of the family mean (copy and reverse: one family, two tasks), by hand
-    parent_val = fast_mean_exact_match(model, tokenizer, tasks, split="validation")
+    parent_val = scored["validation"]
     by_hand = math.sqrt(sum(0.25 * r["exact_match"] * (1 - r["exact_match"]) / r["n"]
                             for r in parent_val["tasks"].values()))
     assert rows[2]["validation_se"] == pytest.approx(by_hand)
